@@ -1,0 +1,1 @@
+"""handoff: take slow work off a web app's request path."""

@@ -1,0 +1,59 @@
+"""Vercel Cron's routes: tick jobs per schedule slot, and the budgeted runner."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Query, Request
+
+from app.api.deps import CronAuth, EngineDep, SettingsDep
+from app.models import EnqueuedResponse, RunnerSummary
+from app.queue import Runner, enqueue
+
+router = APIRouter(prefix="/api/cron", tags=["cron"], dependencies=[CronAuth])
+
+
+def slot(now: datetime, minutes: int) -> str:
+    """The schedule slot `now` falls in: the UTC minute, floored to a multiple of `minutes`."""
+    floored = now.astimezone(UTC).replace(second=0, microsecond=0)
+    floored = floored.replace(minute=floored.minute - floored.minute % minutes)
+    return floored.strftime("%Y-%m-%dT%H:%MZ")
+
+
+async def _tick(engine, type: str, minutes: int) -> EnqueuedResponse:
+    key = slot(datetime.now(UTC), minutes)
+    async with engine.begin() as conn:
+        job = await enqueue(conn, type, key, payload={"slot": key})
+    return EnqueuedResponse(job_id=job.id, deduplicated=job.deduplicated)
+
+
+@router.api_route("/followups", methods=["GET", "POST"], status_code=202)
+async def followups(engine: EngineDep) -> EnqueuedResponse:
+    """Upsert this minute's followups_tick."""
+    return await _tick(engine, "followups_tick", 1)
+
+
+@router.api_route("/reactivations", methods=["GET", "POST"], status_code=202)
+async def reactivations(engine: EngineDep) -> EnqueuedResponse:
+    """Upsert this ten-minute slot's reactivations_tick."""
+    return await _tick(engine, "reactivations_tick", 10)
+
+
+@router.api_route("/background-jobs", methods=["GET", "POST"])
+async def background_jobs(
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    budget_s: float | None = Query(None, gt=0, allow_inf_nan=False),
+) -> RunnerSummary:
+    """Drain due jobs until none is due or the budget is spent."""
+    budget = min(budget_s or settings.runner_budget_s, settings.runner_budget_s)
+    runner = Runner(
+        engine,
+        deps=request.app.state.providers,
+        concurrency=settings.runner_concurrency,
+        job_timeout_s=settings.job_timeout_s,
+        lease_s=settings.lease_s,
+    )
+    summary = await runner.drain(budget)
+    return RunnerSummary(**summary.as_dict())

@@ -1,0 +1,48 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from fastapi import APIRouter
+from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError
+
+from app.api.deps import EngineDep
+from app.api.errors import RETRY_AFTER_S, error_response
+
+router = APIRouter(tags=["health"])
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@lru_cache
+def schema_head() -> str | None:
+    config = Config(str(ROOT / "alembic.ini"))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=None)
+async def readyz(engine: EngineDep):
+    """The database is reachable and its schema is at head."""
+    try:
+        async with engine.connect() as conn:
+            current = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+    except ProgrammingError:  # no alembic_version table: never migrated
+        current = None
+    if current != schema_head():
+        return error_response(
+            503,
+            "schema_not_current",
+            "The database schema is not at the latest migration.",
+            {"Retry-After": RETRY_AFTER_S},
+        )
+    return {"status": "ready", "schema": current}

@@ -1,0 +1,74 @@
+"""Jobs: read them, retry a failed one, cancel a pending one."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from app.api.deps import ApiAuth, EngineDep
+from app.api.errors import ApiError
+from app.models import JobList, JobOut, JobStatus
+from app.queue.control import (
+    DuplicateActive,
+    InvalidTransition,
+    JobNotFound,
+    cancel_job,
+    get_job,
+    list_jobs,
+    retry_job,
+)
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[ApiAuth])
+
+
+def job_out(row: dict[str, Any]) -> JobOut:
+    return JobOut(**{**row, "id": str(row["id"])})
+
+
+async def _change(engine, job_id: str, change, verb: str) -> JobOut:
+    try:
+        async with engine.begin() as conn:
+            return job_out(await change(conn, job_id))
+    except JobNotFound:
+        raise ApiError(404, "unknown_job", "No job with this id.") from None
+    except DuplicateActive as twin:
+        raise ApiError(
+            409,
+            "duplicate_active",
+            "Another job with the same dedupe key is already pending or running.",
+            job_id=twin.job_id,
+        ) from None
+    except InvalidTransition as bad:
+        raise ApiError(409, "invalid_state", f"A {bad.status} job cannot be {verb}.") from None
+
+
+@router.get("", response_model=JobList)
+async def jobs(
+    engine: EngineDep,
+    status: JobStatus | None = None,
+    type: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> JobList:
+    """List jobs, newest first."""
+    async with engine.connect() as conn:
+        rows = await list_jobs(conn, status=status, type=type, limit=limit)
+    return JobList(jobs=[job_out(r) for r in rows])
+
+
+@router.get("/{job_id}", response_model=JobOut)
+async def job(job_id: str, engine: EngineDep) -> JobOut:
+    """One job."""
+    return await _change(engine, job_id, get_job, "read")
+
+
+@router.post("/{job_id}/retry", response_model=JobOut)
+async def retry(job_id: str, engine: EngineDep) -> JobOut:
+    """Put a failed or cancelled job back in the queue."""
+    return await _change(engine, job_id, retry_job, "retried")
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+async def cancel(job_id: str, engine: EngineDep) -> JobOut:
+    """Cancel a pending job."""
+    return await _change(engine, job_id, cancel_job, "cancelled")

@@ -1,0 +1,49 @@
+"""lead_scoring: ask an OpenAI-compatible model how warm a lead is, from its conversation."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, update
+
+from app.handlers.deps import provider_errors, providers, require
+from app.handlers.store import get_lead, leads, recent_messages
+from app.queue import Discard, JobContext, handler
+
+SYSTEM_PROMPT = (
+    "You score sales leads from their recent conversation with us. Answer with a JSON object "
+    '{"score": <1-4>, "reason": "<one sentence>"} where 4 means ready to buy, 3 interested, '
+    "2 lukewarm and 1 not interested."
+)
+
+
+def transcript(rows) -> str:
+    lines = []
+    for row in reversed(rows):
+        subject = f" (subject: {row.subject})" if row.subject else ""
+        lines.append(f"[{row.sent_at:%Y-%m-%d} {row.channel} {row.direction}]{subject} {row.text}")
+    return "\n".join(lines)
+
+
+@handler("lead_scoring", dedupe="forever", max_attempts=5)
+@provider_errors
+async def lead_scoring(ctx: JobContext) -> None:
+    """Score the lead from its latest messages and store score and reason."""
+    ai = require(providers(ctx).ai, "ai")
+    async with ctx.engine.connect() as conn:
+        lead = await get_lead(conn, ctx.job.lead_id)
+        if lead is None:
+            raise Discard("the lead no longer exists")
+        rows = await recent_messages(conn, lead.id)
+    if not rows:
+        raise Discard("the lead has no messages to score")
+    result = await ai.score(SYSTEM_PROMPT, transcript(rows))
+    async with ctx.engine.begin() as conn:
+        await conn.execute(
+            update(leads)
+            .where(leads.c.id == lead.id)
+            .values(
+                score=result.score,
+                score_reason=result.reason[:1000],
+                scored_at=func.now(),
+                updated_at=func.now(),
+            )
+        )

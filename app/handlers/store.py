@@ -1,0 +1,67 @@
+"""Leads and messages as the handlers read and write them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.models import Lead, Message
+
+leads = Lead.__table__  # type: ignore[attr-defined]
+messages = Message.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    channel: str
+    direction: str
+    text: str
+    provider_message_id: str
+    sent_at: datetime
+    subject: str | None = None
+
+
+async def get_lead(conn: AsyncConnection, lead_id: str | None) -> Any | None:
+    if lead_id is None:
+        return None
+    return (await conn.execute(select(leads).where(leads.c.id == lead_id))).first()
+
+
+async def store_messages(conn: AsyncConnection, lead_id: str, batch: list[StoredMessage]) -> int:
+    """Insert what is new; a provider message id already stored is skipped. Returns new rows."""
+    if not batch:
+        return 0
+    rows = [
+        {
+            "lead_id": lead_id,
+            "channel": m.channel,
+            "direction": m.direction,
+            "text": m.text,
+            "subject": m.subject,
+            "provider_message_id": m.provider_message_id,
+            "sent_at": m.sent_at,
+        }
+        for m in batch
+    ]
+    statement = (
+        insert(messages)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["channel", "provider_message_id"])
+        .returning(messages.c.id)
+    )
+    return len((await conn.execute(statement)).all())
+
+
+async def recent_messages(conn: AsyncConnection, lead_id: str, limit: int = 20) -> list[Any]:
+    query = (
+        select(messages)
+        .where(messages.c.lead_id == lead_id)
+        .order_by(messages.c.sent_at.desc())
+        .limit(limit)
+    )
+    return list(await conn.execute(query))

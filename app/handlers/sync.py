@@ -1,0 +1,114 @@
+"""conversation_sync (one lead, one channel) and sync_all (fan-out over a client's leads)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from app.handlers.deps import provider_errors, providers, require
+from app.handlers.store import StoredMessage, get_lead, leads, store_messages
+from app.models import CHANNELS
+from app.providers import MalformedResponse
+from app.queue import Discard, JobContext, JobSpec, enqueue, enqueue_many, handler
+
+# Guards against a provider whose cursor never ends.
+MAX_PAGES = 10_000
+# Leads fanned out per statement by sync_all.
+FANOUT_BATCH = 1_000
+# sync_all stops fanning out and hands over to a follow-on job when this much time is left.
+FANOUT_RESERVE_S = 5.0
+
+
+def identity(lead, channel: str) -> str | None:
+    return lead.sms_contact_id if channel == "sms" else lead.email_lead_id
+
+
+def channels_of(lead, wanted: list[str] | None = None) -> list[str]:
+    """The channels, in contract order, that were asked for and the lead has an identity on."""
+    return [c for c in CHANNELS if (wanted is None or c in wanted) and identity(lead, c)]
+
+
+@handler("conversation_sync", dedupe="active")
+@provider_errors
+async def conversation_sync(ctx: JobContext) -> None:
+    """Page through one channel's history and store every message not stored yet."""
+    channel = ctx.job.payload.get("channel")
+    async with ctx.engine.connect() as conn:
+        lead = await get_lead(conn, ctx.job.lead_id)
+    if lead is None:
+        raise Discard("the lead no longer exists")
+    if channel not in CHANNELS or not identity(lead, channel):
+        raise Discard("the lead has no identity on this channel")
+    if channel == "sms":
+        await _sync_sms(ctx, lead)
+    else:
+        await _sync_email(ctx, lead)
+
+
+async def _sync_sms(ctx: JobContext, lead) -> None:
+    sms = require(providers(ctx).sms, "sms")
+    cursor: str | None = None
+    seen: set[str | None] = set()
+    for _ in range(MAX_PAGES):
+        page = await sms.list_messages(lead.sms_contact_id, cursor)
+        batch = [StoredMessage("sms", m.direction, m.body, m.id, m.sent_at) for m in page.messages]
+        async with ctx.engine.begin() as conn:
+            await store_messages(conn, lead.id, batch)
+        seen.add(cursor)
+        cursor = page.next_cursor
+        if cursor is None:
+            return
+        if cursor in seen:
+            raise MalformedResponse("sms", "the message cursor repeats")
+    raise MalformedResponse("sms", f"more than {MAX_PAGES} pages of messages")
+
+
+async def _sync_email(ctx: JobContext, lead) -> None:
+    email = require(providers(ctx).email, "email")
+    page_no: int | None = 1
+    for _ in range(MAX_PAGES):
+        page = await email.list_replies(lead.email_lead_id, page_no)
+        batch = [
+            StoredMessage("email", r.direction, r.text, r.id, r.sent_at, r.subject)
+            for r in page.replies
+        ]
+        async with ctx.engine.begin() as conn:
+            await store_messages(conn, lead.id, batch)
+        if page.next_page is None:
+            return
+        if page.next_page <= page_no:
+            raise MalformedResponse("email", "the reply pages do not advance")
+        page_no = page.next_page
+    raise MalformedResponse("email", f"more than {MAX_PAGES} pages of replies")
+
+
+@handler("sync_all", dedupe="active")
+async def sync_all(ctx: JobContext) -> None:
+    """Enqueue one conversation_sync per lead and channel, in bulk, resuming from a cursor."""
+    client_id = ctx.job.client_id
+    wanted: list[str] = ctx.job.payload.get("channels") or list(CHANNELS)
+    after: str = ctx.job.payload.get("after") or ""
+    while True:
+        async with ctx.engine.begin() as conn:
+            page = list(
+                await conn.execute(
+                    select(leads.c.id, leads.c.sms_contact_id, leads.c.email_lead_id)
+                    .where(leads.c.client_id == client_id, leads.c.id > after)
+                    .order_by(leads.c.id)
+                    .limit(FANOUT_BATCH)
+                )
+            )
+            specs = [
+                JobSpec(f"{lead.id}:{channel}", client_id, lead.id, {"channel": channel})
+                for lead in page
+                for channel in channels_of(lead, wanted)
+            ]
+            await enqueue_many(conn, "conversation_sync", specs)
+            if len(page) < FANOUT_BATCH:
+                return
+            after = page[-1].id
+            if ctx.time_left() < FANOUT_RESERVE_S:
+                # Hand the rest to a follow-on job rather than run past this one's timeout.
+                key = f"{client_id}:{'+'.join(wanted)}:after:{after}"
+                payload = {"channels": wanted, "after": after}
+                await enqueue(conn, "sync_all", key, client_id=client_id, payload=payload)
+                return

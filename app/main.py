@@ -1,0 +1,61 @@
+"""The FastAPI app: its lifespan (engine, one shared HTTP client) and its routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+import app.handlers  # noqa: F401  (registers every job handler)
+from app.api import cron, dashboard, errors, health, jobs, leads, sync, webhooks
+from app.db import make_engine
+from app.handlers import Providers
+from app.settings import Settings, get_settings
+from app.telemetry import configure_logging, register_secret
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; `settings` default to the environment's."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging()
+        if not settings.database_url:
+            raise SystemExit("handoff: DATABASE_URL is not set")
+        for secret in (
+            settings.api_token,
+            settings.cron_secret,
+            settings.webhook_secret,
+            settings.sms_provider_key,
+            settings.email_provider_key,
+            settings.ai_provider_key,
+        ):
+            register_secret(secret)
+        app.state.settings = settings
+        app.state.engine = make_engine(settings.database_url)
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.provider_timeout_s), limits=limits
+        ) as http:
+            app.state.providers = Providers.from_settings(settings, http)
+            try:
+                yield
+            finally:
+                await app.state.engine.dispose()
+
+    app = FastAPI(
+        title="handoff",
+        summary="Take slow work off a web app's request path.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for router in (sync, webhooks, cron, jobs, leads, health, dashboard):
+        app.include_router(router.router)
+    return app
+
+
+app = create_app()

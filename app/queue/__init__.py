@@ -1,0 +1,24 @@
+"""The queue core: enqueue, claim, run and record jobs. Knows nothing of what jobs do."""
+
+from app.queue.enqueue import Enqueued, JobSpec, enqueue, enqueue_many
+from app.queue.registry import Handler, Registry, handler, registry
+from app.queue.retry import Discard, RetryLater, backoff_s
+from app.queue.runner import ClaimedJob, DrainSummary, JobContext, Runner
+
+__all__ = [
+    "ClaimedJob",
+    "Discard",
+    "DrainSummary",
+    "Enqueued",
+    "Handler",
+    "JobContext",
+    "JobSpec",
+    "Registry",
+    "RetryLater",
+    "Runner",
+    "backoff_s",
+    "enqueue",
+    "enqueue_many",
+    "handler",
+    "registry",
+]

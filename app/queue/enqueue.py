@@ -1,0 +1,104 @@
+"""Enqueue: one atomic upsert per call, or one statement for a whole fan-out."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.queue.registry import Registry, registry
+from app.queue.sql import QUERIES
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    id: str
+    type: str
+    status: str
+    deduplicated: bool
+    dedupe_key: str = ""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job of a fan-out; `key` is scoped by the job type to form the dedupe key."""
+
+    key: str
+    client_id: str | None = None
+    lead_id: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    run_at: datetime | None = None
+
+
+def dedupe_key(type: str, key: str) -> str:
+    return f"{type}:{key}"
+
+
+async def enqueue(
+    conn: AsyncConnection,
+    type: str,
+    key: str,
+    *,
+    client_id: str | None = None,
+    lead_id: str | None = None,
+    payload: dict[str, Any] | None = None,
+    run_at: datetime | None = None,
+    jobs: Registry = registry,
+) -> Enqueued:
+    """Upsert one job by dedupe key; a duplicate is an answer (the live job), never an error."""
+    handler = jobs.get(type)
+    row = (
+        await conn.execute(
+            QUERIES[f"enqueue_{handler.dedupe}"],
+            {
+                "type": type,
+                "dedupe_key": dedupe_key(type, key),
+                "client_id": client_id,
+                "lead_id": lead_id,
+                "payload": json.dumps(payload or {}),
+                "max_attempts": handler.max_attempts,
+                "run_at": run_at,
+            },
+        )
+    ).one()
+    return Enqueued(str(row.id), row.type, row.status, row.deduplicated, dedupe_key(type, key))
+
+
+async def enqueue_many(
+    conn: AsyncConnection, type: str, specs: list[JobSpec], *, jobs: Registry = registry
+) -> list[Enqueued]:
+    """Upsert many jobs of one type in one statement; answers in the order of first appearance."""
+    if not specs:
+        return []
+    handler = jobs.get(type)
+    counts = Counter(spec.key for spec in specs)
+    first: dict[str, JobSpec] = {}
+    for spec in specs:
+        first.setdefault(spec.key, spec)
+    unique = sorted(first.values(), key=lambda spec: dedupe_key(type, spec.key))
+    rows = (
+        await conn.execute(
+            QUERIES[f"enqueue_many_{handler.dedupe}"],
+            {
+                "type": type,
+                "max_attempts": handler.max_attempts,
+                "keys": [dedupe_key(type, s.key) for s in unique],
+                "clients": [s.client_id for s in unique],
+                "leads": [s.lead_id for s in unique],
+                "payloads": [json.dumps(s.payload) for s in unique],
+                "run_ats": [s.run_at for s in unique],
+                "counts": [counts[s.key] for s in unique],
+            },
+        )
+    ).all()
+    by_key = {
+        row.dedupe_key: Enqueued(
+            str(row.id), row.type, row.status, row.deduplicated, row.dedupe_key
+        )
+        for row in rows
+    }
+    return [by_key[dedupe_key(type, key)] for key in first]

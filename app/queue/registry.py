@@ -1,0 +1,76 @@
+"""Handlers by job type, each with its attempts, timeout and dedupe scope."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from app.queue.runner import JobContext
+
+DedupeScope = Literal["active", "forever"]
+HandlerFn = Callable[["JobContext"], Awaitable[None]]
+
+
+class DuplicateHandler(ValueError):
+    """A job type may have one handler only."""
+
+
+class UnknownJobType(KeyError):
+    """No handler is registered for this job type."""
+
+
+@dataclass(frozen=True)
+class Handler:
+    type: str
+    fn: HandlerFn
+    # "active": one job per key while pending or running; "forever": one job per key, ever.
+    dedupe: DedupeScope
+    max_attempts: int = 5
+    # None means JOB_TIMEOUT_S; a smaller value tightens it, a larger one is capped by it.
+    timeout_s: float | None = None
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def register(self, handler: Handler) -> None:
+        if handler.type in self._handlers:
+            raise DuplicateHandler(f"a handler for {handler.type!r} is already registered")
+        if handler.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._handlers[handler.type] = handler
+
+    def handler(
+        self,
+        type: str,
+        *,
+        dedupe: DedupeScope,
+        max_attempts: int = 5,
+        timeout_s: float | None = None,
+    ) -> Callable[[HandlerFn], HandlerFn]:
+        """Decorator: register `fn` as the handler of `type`."""
+
+        def decorate(fn: HandlerFn) -> HandlerFn:
+            self.register(Handler(type, fn, dedupe, max_attempts, timeout_s))
+            return fn
+
+        return decorate
+
+    def get(self, type: str) -> Handler:
+        try:
+            return self._handlers[type]
+        except KeyError:
+            raise UnknownJobType(type) from None
+
+    def __contains__(self, type: object) -> bool:
+        return type in self._handlers
+
+    def types(self) -> list[str]:
+        return sorted(self._handlers)
+
+
+registry = Registry()
+handler = registry.handler

@@ -1,0 +1,292 @@
+"""The budgeted runner: claim due jobs, run each under a timeout, record the outcome.
+
+`Runner.drain(budget_s)` runs up to `concurrency` jobs at once until nothing is due or the
+budget is spent. Each attempt is bounded by min(its timeout, what is left of the budget); an
+attempt cut short by the budget is released back to `pending`, so when `drain` returns no job
+it claimed is still `running`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.queue.registry import Registry, UnknownJobType, registry
+from app.queue.retry import Discard, RetryLater, backoff_s
+from app.queue.sql import QUERIES
+
+log = logging.getLogger("handoff.runner")
+
+# Below this much budget no new job is claimed: it could do no useful work.
+MIN_CLAIM_S = 1.0
+# How long past the budget stragglers that ignore cancellation may take before we stop waiting.
+CANCEL_GRACE_S = 1.0
+# Delay before a released job may be claimed again.
+RELEASE_DELAY_S = 1.0
+
+Outcome = Literal["succeeded", "retried", "failed", "released", "lease_lost"]
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    type: str
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    client_id: str | None
+    lead_id: str | None
+    dedupe_key: str
+    stale: bool
+    token: str
+
+
+@dataclass
+class JobContext:
+    """What a handler gets: its job, the database, the app's dependencies and its deadline."""
+
+    job: ClaimedJob
+    engine: AsyncEngine
+    deps: Any
+    deadline: float  # on the event loop's clock
+
+    def time_left(self) -> float:
+        return self.deadline - asyncio.get_running_loop().time()
+
+
+@dataclass
+class DrainSummary:
+    invocation_id: str
+    outcomes: Counter[str] = field(default_factory=Counter)
+    released_stale: int = 0
+    remaining_due: int = 0
+    duration_ms: int = 0
+    stop_reason: Literal["drained", "budget"] = "drained"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "invocation_id": self.invocation_id,
+            "processed": sum(self.outcomes.values()),
+            "succeeded": self.outcomes["succeeded"],
+            "retried": self.outcomes["retried"],
+            "failed": self.outcomes["failed"],
+            "released": self.outcomes["released"],
+            "released_stale": self.released_stale,
+            "remaining_due": self.remaining_due,
+            "duration_ms": self.duration_ms,
+            "stop_reason": self.stop_reason,
+        }
+
+
+class Runner:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        deps: Any = None,
+        concurrency: int = 4,
+        job_timeout_s: float = 120,
+        lease_s: float = 150,
+        jobs: Registry = registry,
+        invocation_id: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.deps = deps
+        self.concurrency = concurrency
+        self.job_timeout_s = job_timeout_s
+        self.lease_s = lease_s
+        self.jobs = jobs
+        self.invocation_id = invocation_id or uuid.uuid4().hex[:12]
+
+    async def claim(self, limit: int) -> list[ClaimedJob]:
+        """Lease up to `limit` due jobs to this runner."""
+        token = str(uuid.uuid4())
+        async with self.engine.begin() as conn:
+            rows = await conn.execute(
+                QUERIES["claim"],
+                {
+                    "limit": limit,
+                    "token": token,
+                    "owner": self.invocation_id,
+                    "lease_s": self.lease_s,
+                },
+            )
+            return [
+                ClaimedJob(
+                    r.id,
+                    r.type,
+                    r.payload,
+                    r.attempts,
+                    r.max_attempts,
+                    r.client_id,
+                    r.lead_id,
+                    r.dedupe_key,
+                    r.stale,
+                    token,
+                )
+                for r in rows
+            ]
+
+    async def count_due(self) -> int:
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(QUERIES["count_due"])).scalar_one())
+
+    async def drain(self, budget_s: float) -> DrainSummary:
+        """Run due jobs until none is due or the budget is spent; never leave one running."""
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        deadline = loop.time() + budget_s
+        summary = DrainSummary(self.invocation_id)
+        in_flight: set[asyncio.Task[Outcome]] = set()
+        out_of_time = False
+        try:
+            while True:
+                left = deadline - loop.time()
+                out_of_time = left < MIN_CLAIM_S
+                free = self.concurrency - len(in_flight)
+                if free > 0 and not out_of_time:
+                    for job in await self.claim(free):
+                        summary.released_stale += job.stale
+                        in_flight.add(asyncio.create_task(self._attempt(job, deadline)))
+                if not in_flight:
+                    break
+                done, in_flight = await asyncio.wait(
+                    in_flight,
+                    timeout=max(left, 0) + CANCEL_GRACE_S,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                summary.outcomes.update(task.result() for task in done)
+                if not done:
+                    break
+        finally:
+            summary.outcomes.update(await self._stop(in_flight))
+        summary.remaining_due = await self.count_due()
+        cut_short = out_of_time or summary.outcomes["released"] > 0
+        summary.stop_reason = "budget" if cut_short else "drained"
+        summary.duration_ms = round((time.monotonic() - started) * 1000)
+        log.info("runner finished", extra=summary.as_dict())
+        return summary
+
+    async def _stop(self, tasks: set[asyncio.Task[Outcome]]) -> list[Outcome]:
+        """Cancel what is still in flight; each cancelled attempt releases its own job."""
+        for task in tasks:
+            task.cancel()
+        if not tasks:
+            return []
+        done, _ = await asyncio.wait(tasks, timeout=CANCEL_GRACE_S)
+        return [t.result() for t in done if not t.cancelled()]
+
+    async def _attempt(self, job: ClaimedJob, budget_deadline: float) -> Outcome:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        error: str | None = None
+        delay: float | None = None
+        try:
+            handler = self.jobs.get(job.type)
+        except UnknownJobType:
+            return await self._record(job, "fail", started, error="no handler for this job type")
+        if job.attempt > job.max_attempts:
+            error = "the runner was lost during the last attempt"
+            return await self._record(job, "fail", started, error=error)
+        timeout = min(handler.timeout_s or self.job_timeout_s, self.job_timeout_s)
+        job_deadline = started + timeout
+        deadline = min(job_deadline, budget_deadline)
+        ctx = JobContext(job, self.engine, self.deps, deadline)
+        try:
+            async with asyncio.timeout_at(deadline) as scope:
+                await handler.fn(ctx)
+        except asyncio.CancelledError:
+            # Only drain() cancels an attempt, when it must answer: give the job back.
+            return await self._record(job, "release", started, delay=RELEASE_DELAY_S)
+        except TimeoutError:
+            if not scope.expired():
+                error = "TimeoutError raised by the handler"
+            elif deadline < job_deadline:
+                return await self._record(job, "release", started, delay=RELEASE_DELAY_S)
+            else:
+                error = f"attempt timed out after {timeout:g}s"
+        except RetryLater as exc:
+            error, delay = str(exc), exc.after
+        except Discard as exc:
+            return await self._record(job, "fail", started, error=str(exc) or "discarded")
+        except Exception as exc:
+            error = f"unexpected error: {type(exc).__name__}"
+            log.warning(
+                "job raised",
+                exc_info=True,
+                extra={
+                    "job_id": str(job.id),
+                    "type": job.type,
+                    "invocation_id": self.invocation_id,
+                },
+            )
+        else:
+            return await self._record(job, "complete", started)
+        if job.attempt >= job.max_attempts:
+            return await self._record(job, "fail", started, error=error)
+        return await self._record(
+            job,
+            "retry",
+            started,
+            error=error,
+            delay=backoff_s(job.attempt) if delay is None else delay,
+        )
+
+    async def _record(
+        self,
+        job: ClaimedJob,
+        action: Literal["complete", "retry", "fail", "release"],
+        started: float,
+        *,
+        error: str | None = None,
+        delay: float = 0.0,
+    ) -> Outcome:
+        outcome: Outcome = {
+            "complete": "succeeded",
+            "retry": "retried",
+            "fail": "failed",
+            "release": "released",
+        }[action]
+        params: dict[str, Any] = {"id": job.id, "token": job.token}
+        if action in ("retry", "release"):
+            params["delay_s"] = delay
+        if action in ("retry", "fail"):
+            params["error"] = (error or "")[:500]
+        try:
+            async with self.engine.begin() as conn:
+                updated = (await conn.execute(QUERIES[action], params)).rowcount
+        except Exception:
+            # The lease will expire and another runner will take the job again.
+            log.warning(
+                "could not record job outcome",
+                exc_info=True,
+                extra={"job_id": str(job.id), "invocation_id": self.invocation_id},
+            )
+            updated = 0
+        if not updated:
+            outcome = "lease_lost"
+        duration_ms = round((asyncio.get_running_loop().time() - started) * 1000)
+        level = logging.WARNING if outcome in ("failed", "lease_lost") else logging.INFO
+        log.log(
+            level,
+            "job attempt finished",
+            extra={
+                "job_id": str(job.id),
+                "type": job.type,
+                "outcome": outcome,
+                "attempt": job.attempt,
+                "duration_ms": duration_ms,
+                "lead_id": job.lead_id,
+                "invocation_id": self.invocation_id,
+                "error": error,
+                "retry_in_s": round(delay, 3) if action == "retry" else None,
+            },
+        )
+        return outcome

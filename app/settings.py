@@ -1,0 +1,131 @@
+"""Settings, read once from the environment (and `.env`), named exactly as the contract names them.
+
+An invalid value stops start-up with one line naming the setting; see `load_settings`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import sys
+from functools import lru_cache
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", case_sensitive=False, frozen=True
+    )
+
+    # Postgres to use: postgresql:// or postgresql+asyncpg://, pooled or direct.
+    # Unset means the embedded default, which only the local run and the tests start.
+    database_url: str | None = None
+    # Bearer token for the API routes; unset means those routes answer 503 (fail closed).
+    api_token: str | None = None
+    # Bearer token for /api/cron/*; unset means those routes answer 503 (fail closed).
+    cron_secret: str | None = None
+    # Standard Webhooks secret (whsec_<base64>) for /webhooks/email; unset means 503.
+    webhook_secret: str | None = None
+
+    sms_provider_url: str | None = None
+    sms_provider_key: str = ""
+    email_provider_url: str | None = None
+    email_provider_key: str = ""
+    ai_provider_url: str | None = None
+    ai_provider_key: str = ""
+    ai_model: str = "gpt-4o-mini"
+
+    # The runner function's maxDuration on Vercel; the runner's budget is this minus the margin.
+    runner_max_duration_s: float = Field(800, gt=0, le=86_400)
+    # Time kept free before maxDuration to cancel, release and answer.
+    runner_safety_margin_s: float = Field(15, ge=0)
+    # Jobs run at once inside one runner invocation (or one worker).
+    runner_concurrency: int = Field(4, ge=1, le=256)
+    # Longest one job attempt may run; a handler may ask for less, never more.
+    job_timeout_s: float = Field(120, gt=0, le=86_400)
+    # Extra time before a crashed runner's job may be reclaimed: the lease is
+    # JOB_TIMEOUT_S + LEASE_GRACE_S, so it always outlasts the attempt it covers.
+    lease_grace_s: float = Field(30, ge=0, le=86_400)
+    # Bound on each outbound HTTP call, the whole call including a slow body.
+    provider_timeout_s: float = Field(10, gt=0, le=3_600)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme = value.split("://", 1)[0]
+        if "://" not in value or scheme not in {"postgres", "postgresql", "postgresql+asyncpg"}:
+            raise ValueError("must be a postgresql:// or postgresql+asyncpg:// URL")
+        return value
+
+    @field_validator("sms_provider_url", "email_provider_url", "ai_provider_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("api_token", "cron_secret")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if len(value) < 8:
+            raise ValueError("must be at least 8 characters")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        raw = value.removeprefix("whsec_")
+        try:
+            decoded = base64.b64decode(raw + "==", validate=False)
+        except (binascii.Error, ValueError):
+            decoded = b""
+        if not decoded:
+            raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64")
+        return value
+
+    @model_validator(mode="after")
+    def _margin_below_duration(self) -> Settings:
+        if self.runner_safety_margin_s >= self.runner_max_duration_s:
+            raise ValueError("RUNNER_SAFETY_MARGIN_S must be below RUNNER_MAX_DURATION_S")
+        return self
+
+    @property
+    def runner_budget_s(self) -> float:
+        """The most one runner invocation may spend before it must answer."""
+        return self.runner_max_duration_s - self.runner_safety_margin_s
+
+    @property
+    def lease_s(self) -> float:
+        return self.job_timeout_s + self.lease_grace_s
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line naming the first bad setting as the environment spells it."""
+    first = error.errors()[0]
+    name = str(first["loc"][0]).upper() if first["loc"] else ""
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"invalid setting {name}: {message}" if name else f"invalid setting: {message}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; on a bad value print one line and exit with status 2."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        print(f"handoff: {describe_error(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return load_settings()

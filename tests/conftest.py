@@ -1,0 +1,202 @@
+"""A real PostgreSQL for every test: one migrated template, one fresh database per test.
+
+The server is HANDOFF_TEST_DATABASE_URL when set (an admin URL of any Postgres), else the
+embedded one under .data/test-pg. Apps under test run in a real uvicorn on loopback, in a
+thread of their own, and so do the sandbox providers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from alembic import command
+from alembic.config import Config
+
+from app.db import async_url, start_embedded
+from app.sandbox import SandboxState, create_sandbox_app
+from app.settings import Settings
+from app.telemetry import JsonFormatter
+from tests.support import ServerThread, swap_database
+
+ROOT = Path(__file__).resolve().parents[1]
+API_TOKEN = "test-api-token-0123456789"
+CRON_SECRET = "test-cron-secret-0123456789"
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SANDBOX_KEY = "sandbox-key-0123456789"
+
+
+def migrate(url: str) -> None:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = url
+    command.upgrade(config, "head")
+
+
+@pytest.fixture(scope="session")
+def admin_url() -> str:
+    url = os.environ.get("HANDOFF_TEST_DATABASE_URL")
+    return url or start_embedded(ROOT / ".data" / "test-pg")
+
+
+@pytest.fixture(scope="session")
+def template_db(admin_url: str) -> Iterator[str]:
+    name = f"handoff_tpl_{os.getpid()}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(async_url(admin_url).replace("+asyncpg", ""))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f"DROP DATABASE IF EXISTS {name}"))
+    asyncio.run(admin(f"CREATE DATABASE {name}"))
+    migrate(swap_database(admin_url, name))
+    yield name
+    asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+async def database_url(admin_url: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database of this test's own."""
+    name = f"handoff_t_{uuid.uuid4().hex[:12]}"
+    plain = async_url(admin_url).replace("+asyncpg", "")
+    conn = await asyncpg.connect(plain)
+    try:
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    finally:
+        await conn.close()
+    yield swap_database(admin_url, name)
+    conn = await asyncpg.connect(plain)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain asyncpg connection to the test's database, for setting up and asserting."""
+    conn = await asyncpg.connect(async_url(database_url).replace("+asyncpg", ""))
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[tuple[SandboxState, str]]:
+    state = SandboxState()
+    with ServerThread(create_sandbox_app(state, key=SANDBOX_KEY)) as server:
+        yield state, server.base_url
+
+
+@pytest.fixture
+def make_settings(database_url: str, sandbox) -> Callable[..., Settings]:
+    _, base = sandbox
+
+    def build(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "database_url": database_url,
+            "api_token": API_TOKEN,
+            "cron_secret": CRON_SECRET,
+            "webhook_secret": WEBHOOK_SECRET,
+            "sms_provider_url": f"{base}/sms",
+            "sms_provider_key": SANDBOX_KEY,
+            "email_provider_url": f"{base}/email",
+            "email_provider_key": SANDBOX_KEY,
+            "ai_provider_url": f"{base}/ai",
+            "ai_provider_key": SANDBOX_KEY,
+            "provider_timeout_s": 5,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return build
+
+
+class Service:
+    """A running app: its base URL and clients carrying the right bearer tokens."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        limits = httpx.Limits(max_connections=200)
+        self.api = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+            timeout=60,
+            limits=limits,
+        )
+        self.cron = httpx.AsyncClient(
+            base_url=base_url, headers={"Authorization": f"Bearer {CRON_SECRET}"}, timeout=60
+        )
+        self.anon = httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits)
+
+    async def run_jobs(self, budget_s: float = 30) -> dict:
+        response = await self.cron.post(f"/api/cron/background-jobs?budget_s={budget_s}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def aclose(self) -> None:
+        for client in (self.api, self.cron, self.anon):
+            await client.aclose()
+
+
+@pytest.fixture
+async def start_service(make_settings) -> AsyncIterator[Callable[..., Service]]:
+    """Start the app on loopback with these setting overrides; stopped after the test."""
+    from app.main import create_app
+
+    running: list[tuple[ServerThread, Service]] = []
+
+    def start(**overrides: object) -> Service:
+        server = ServerThread(create_app(make_settings(**overrides))).start()
+        service = Service(server.base_url)
+        running.append((server, service))
+        return service
+
+    yield start
+    for server, service in running:
+        await service.aclose()
+        await asyncio.to_thread(server.stop)
+
+
+@pytest.fixture
+async def service(start_service) -> Service:
+    return start_service()
+
+
+class LogCapture(logging.Handler):
+    """Every log line as the service writes it (JSON), for assertions."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(JsonFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def records(self) -> list[dict]:
+        return [json.loads(line) for line in self.lines]
+
+    def errors(self) -> list[dict]:
+        return [r for r in self.records() if r["level"] in ("error", "critical")]
+
+
+@pytest.fixture
+def logs() -> Iterator[LogCapture]:
+    capture = LogCapture()
+    root = logging.getLogger()
+    root.addHandler(capture)
+    previous = root.level
+    root.setLevel(logging.INFO)
+    yield capture
+    root.removeHandler(capture)
+    root.setLevel(previous)
