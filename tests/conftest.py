@@ -18,9 +18,9 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from alembic import command
 from alembic.config import Config
 
+from alembic import command
 from app.db import async_url, start_embedded
 from app.sandbox import SandboxState, create_sandbox_app
 from app.settings import Settings

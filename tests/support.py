@@ -22,7 +22,7 @@ class ServerThread:
             port=0,
             log_config=None,
             lifespan="on",
-            timeout_graceful_shutdown=2,
+            timeout_graceful_shutdown=1,
             access_log=False,
         )
         self.server = uvicorn.Server(config)

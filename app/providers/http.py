@@ -1,0 +1,139 @@
+"""The one HTTP call every provider client makes, and the mapping of its failures."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Annotated, Any, TypeVar
+
+import httpx
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
+
+from app.providers.errors import (
+    MAX_RETRY_AFTER_S,
+    MalformedResponse,
+    Permanent,
+    RateLimited,
+    Transient,
+)
+
+DEFAULT_RETRY_AFTER_S = 1.0
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _as_utc(value: datetime) -> datetime:
+    """Read a naive provider timestamp as UTC so it compares with aware ones."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+class SendResult(BaseModel):
+    """What a provider answers to a send."""
+
+    id: str = Field(min_length=1)
+
+
+def parse_retry_after(value: str | None) -> float:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), within [0, 60]."""
+    if value is None:
+        return DEFAULT_RETRY_AFTER_S
+    text = value.strip()
+    try:
+        seconds: float | None = float(text)
+    except ValueError:
+        seconds = _seconds_until(text)
+    if seconds is None or math.isnan(seconds):
+        return DEFAULT_RETRY_AFTER_S
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _seconds_until(http_date: str) -> float | None:
+    """Seconds from now until an HTTP-date, or None when it is not one."""
+    try:
+        when = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (when - datetime.now(UTC)).total_seconds()
+
+
+async def request_json(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    key: str,
+    timeout_s: float,
+    json: Any = None,
+    params: dict | None = None,
+    headers: dict | None = None,
+) -> Any:
+    """Call a provider and return its JSON body, or raise the matching ProviderError."""
+    sent_headers = {**(headers or {}), "Authorization": f"Bearer {key}"}
+    # httpx's timeouts bound each read, so a body dripped one byte at a time never trips
+    # them; asyncio.timeout bounds the whole call. Causes are dropped (`from None`) because
+    # httpx errors can quote the URL, and the URL can hold a phone number.
+    try:
+        async with asyncio.timeout(timeout_s):
+            response = await http.request(
+                method, url, json=json, params=params, headers=sent_headers, timeout=timeout_s
+            )
+    except (httpx.TimeoutException, TimeoutError):
+        raise Transient(provider, f"timed out after {timeout_s:g}s") from None
+    except httpx.TransportError:
+        raise Transient(provider, "connection failed") from None
+    except httpx.DecodingError:
+        raise MalformedResponse(provider, "undecodable response body") from None
+
+    status = response.status_code
+    if 200 <= status < 300:
+        try:
+            return response.json()
+        except ValueError:
+            raise MalformedResponse(provider, "malformed JSON in response") from None
+    if status == 429:
+        raise RateLimited(provider, parse_retry_after(response.headers.get("Retry-After")))
+    if status == 408 or status >= 500:
+        raise Transient(provider, f"HTTP {status}")
+    raise Permanent(provider, f"HTTP {status}")
+
+
+def parse_model(model: type[Model], data: Any, provider: str) -> Model:
+    """Validate a provider's JSON into `model`, or raise MalformedResponse."""
+    try:
+        return model.model_validate(data)
+    except ValidationError:
+        # Dropped as cause: pydantic quotes the offending input, message text included.
+        raise MalformedResponse(provider, "unexpected response shape") from None
+
+
+class ProviderClient:
+    """Base of the provider clients: one shared httpx client, a base URL, a key, a bound."""
+
+    provider: str
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str, key: str, timeout_s: float) -> None:
+        self._http = http
+        # Paths below start with "/", so a base URL given with or without one joins cleanly.
+        self._base_url = base_url.rstrip("/")
+        self._key = key
+        self._timeout_s = timeout_s
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send one authenticated request to `path` under the base URL."""
+        return await request_json(
+            self._http,
+            method,
+            self._base_url + path,
+            provider=self.provider,
+            key=self._key,
+            timeout_s=self._timeout_s,
+            **kwargs,
+        )
