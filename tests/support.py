@@ -23,7 +23,6 @@ class ServerThread:
             log_config=None,
             lifespan="on",
             timeout_graceful_shutdown=1,
-            access_log=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -88,6 +87,8 @@ async def seed(service, client_id: str = "acme", leads: int = 3, **lead_fields: 
     response = await service.api.post("/api/clients", json={"id": client_id, "name": "Acme"})
     assert response.status_code == 200, response.text
     ids = [f"{client_id}-lead-{i}" for i in range(leads)]
+    if not ids:
+        return ids
     body = {
         "client_id": client_id,
         "leads": [

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 from fastapi import APIRouter
 from sqlalchemy import text
@@ -13,15 +11,14 @@ from sqlalchemy.exc import ProgrammingError
 
 from app.api.deps import EngineDep
 from app.api.errors import RETRY_AFTER_S, error_response
+from app.migrations import alembic_config
 
 router = APIRouter(tags=["health"])
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @lru_cache
 def schema_head() -> str | None:
-    config = Config(str(ROOT / "alembic.ini"))
-    return ScriptDirectory.from_config(config).get_current_head()
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 @router.get("/healthz")

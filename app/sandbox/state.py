@@ -25,6 +25,8 @@ class Fault:
     retry_after: int
     hang_s: float
     kind: Kind | None
+    # Matching calls to let through untouched before the fault starts applying.
+    skip: int = 0
 
     def matches(self, provider: str, kind: str) -> bool:
         """Whether this fault applies to a call of `kind` on `provider`."""
@@ -57,6 +59,7 @@ class SandboxState:
         retry_after: int = 1,
         hang_s: float = 3600,
         kind: Kind | None = None,
+        skip: int = 0,
     ) -> Fault:
         """Make the next `times` matching calls (every one when None) misbehave as `mode`."""
         if provider not in get_args(Provider):
@@ -67,7 +70,7 @@ class SandboxState:
             raise ValueError(f"unknown call kind {kind!r}")
         if times is not None and times < 1:
             raise ValueError("times must be at least 1")
-        fault = Fault(provider, mode, times, retry_after, hang_s, kind)
+        fault = Fault(provider, mode, times, retry_after, hang_s, kind, skip)
         with self._lock:
             self.faults.append(fault)
         return fault
@@ -92,6 +95,9 @@ class SandboxState:
             self.calls[(provider, kind)] += 1
             for fault in self.faults:
                 if fault.matches(provider, kind):
+                    if fault.skip:
+                        fault.skip -= 1
+                        return None
                     if fault.remaining is not None:
                         fault.remaining -= 1
                         if fault.remaining == 0:

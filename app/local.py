@@ -1,0 +1,109 @@
+"""The local run: embedded Postgres, migrations, sandbox providers, one URL to open.
+
+    python -m app.local [--host 127.0.0.1] [--port 8000]
+
+Settings from the environment win; what is unset gets a local default: the embedded database
+under ./.data/, the sandbox providers mounted at /sandbox, and freshly generated secrets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import secrets
+import socket
+import sys
+from pathlib import Path
+
+import uvicorn
+from sqlalchemy.dialects.postgresql import insert
+
+from app.db import make_engine, start_embedded
+from app.handlers.store import leads
+from app.main import create_app
+from app.migrations import upgrade_to_head
+from app.models import Client
+from app.sandbox import create_sandbox_app
+from app.settings import load_settings
+from app.telemetry import configure_logging
+
+DEMO_CLIENT = {"id": "demo", "name": "Demo Realty"}
+DEMO_LEADS = [
+    {
+        "id": f"demo-lead-{i}",
+        "name": name,
+        "email": f"{name.split()[0].lower()}@example.com",
+        "sms_contact_id": f"sms-contact-{i}",
+        "email_lead_id": f"email-lead-{i}",
+    }
+    for i, name in enumerate(
+        ["Ada Lovelace", "Grace Hopper", "Alan Turing", "Katherine Johnson", "Edsger Dijkstra"], 1
+    )
+]
+
+
+async def seed_demo(url: str) -> None:
+    """A demo client and leads whose sandbox histories are ready to sync (idempotent)."""
+    engine = make_engine(url, pool_size=1, max_overflow=0)
+    clients = Client.__table__  # type: ignore[attr-defined]
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(insert(clients).values(DEMO_CLIENT).on_conflict_do_nothing())
+            rows = [{"client_id": DEMO_CLIENT["id"], **lead} for lead in DEMO_LEADS]
+            await conn.execute(insert(leads).values(rows).on_conflict_do_nothing())
+    finally:
+        await engine.dispose()
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex((host, port)) != 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m app.local", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--data-dir", type=Path, default=Path(".data"))
+    args = parser.parse_args(argv)
+
+    env = load_settings()
+    if not port_is_free(args.host, args.port):
+        sys.exit(f"handoff: port {args.port} is taken; pass --port to pick another")
+    configure_logging()
+    url = env.database_url or start_embedded(args.data_dir.resolve())
+    upgrade_to_head(url)
+    asyncio.run(seed_demo(url))
+
+    base = f"http://{args.host}:{args.port}"
+    sandbox_key = secrets.token_urlsafe(16)
+    overrides: dict[str, object] = {
+        "database_url": url,
+        "api_token": env.api_token or secrets.token_urlsafe(24),
+        "cron_secret": env.cron_secret or secrets.token_urlsafe(24),
+        "webhook_secret": env.webhook_secret
+        or "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(),
+    }
+    for provider in ("sms", "email", "ai"):
+        if not getattr(env, f"{provider}_provider_url"):
+            overrides[f"{provider}_provider_url"] = f"{base}/sandbox/{provider}"
+            overrides[f"{provider}_provider_key"] = sandbox_key
+    settings = load_settings(**overrides)
+
+    app = create_app(settings)
+    app.mount("/sandbox", create_sandbox_app(key=sandbox_key))
+    print(
+        f"\n  handoff is running\n"
+        f"  dashboard:   {base}/?token={settings.api_token}\n"
+        f"  API token:   {settings.api_token}\n"
+        f"  cron secret: {settings.cron_secret}\n"
+        f"  API docs:    {base}/docs\n",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None)
+
+
+if __name__ == "__main__":
+    main()
