@@ -45,8 +45,8 @@ def serve_in_subprocess(database_url: str, sandbox_url: str, port: int) -> subpr
     )
 
 
-async def wait_for(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate, within_s: float = 20.0) -> None:
+    deadline = time.monotonic() + within_s
     while not await predicate():
         assert time.monotonic() < deadline, "timed out waiting"
         await asyncio.sleep(0.05)
