@@ -1,22 +1,27 @@
-"""The async engine (asyncpg), how an outage is recognised, and the embedded default."""
+"""Database access: an asyncpg pool for the queue's hot statements, a SQLAlchemy engine for
+the rest, how an outage is recognised, and the embedded default."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 log = logging.getLogger("handoff.db")
 
 # Bounds that turn "the database is gone" into a quick 503 instead of a hung request.
 CONNECT_TIMEOUT_S = 3.0
 POOL_TIMEOUT_S = 3.0
+# Query parameters libpq knows and asyncpg would wrongly send on as server settings.
+_LIBPQ_ONLY = {"channel_binding", "options", "connect_timeout", "application_name"}
 
 
 def async_url(url: str) -> str:
@@ -30,10 +35,19 @@ def async_url(url: str) -> str:
         # libpq spells TLS as sslmode=...; asyncpg takes the same words as ssl=...
         if key == "sslmode":
             key = "ssl"
-        # libpq-only knobs that asyncpg rejects.
-        if key in {"channel_binding", "options"}:
+        if key in _LIBPQ_ONLY:
             continue
         query.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The same URL as a DSN for asyncpg itself (which reads sslmode as libpq does)."""
+    scheme, rest = url.split("://", 1)
+    parts = urlsplit(f"postgresql://{rest}")
+    query = [
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in _LIBPQ_ONLY
+    ]
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
@@ -49,6 +63,43 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Asy
             "server_settings": {"application_name": "handoff"},
         },
     )
+
+
+@dataclass
+class Database:
+    """One asyncpg pool for the queue's statements, one SQLAlchemy engine for everything else."""
+
+    engine: AsyncEngine
+    pool: asyncpg.Pool
+
+    @classmethod
+    async def open(cls, url: str, *, pool_size: int = 10) -> Database:
+        pool = await asyncpg.create_pool(
+            asyncpg_dsn(url),
+            # No connection at start-up: the app starts (and answers 503) with the database down.
+            min_size=0,
+            max_size=pool_size,
+            timeout=CONNECT_TIMEOUT_S,
+            max_inactive_connection_lifetime=300,
+            server_settings={"application_name": "handoff"},
+        )
+        return cls(make_engine(url, pool_size=pool_size), pool)
+
+    def acquire(self):  # noqa: ANN201 - asyncpg's PoolAcquireContext
+        return self.pool.acquire(timeout=POOL_TIMEOUT_S)
+
+    async def close(self) -> None:
+        await self.pool.close()
+        await self.engine.dispose()
+
+
+async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under a SQLAlchemy one, inside the same transaction."""
+    raw = (await conn.get_raw_connection()).driver_connection
+    if conn.in_transaction() and not raw.is_in_transaction():
+        # SQLAlchemy opens the driver's transaction lazily, on its first statement.
+        await conn.execute(text("SELECT 1"))
+    return raw
 
 
 _UNAVAILABLE = (

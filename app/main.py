@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 import app.handlers  # noqa: F401  (registers every job handler)
 from app.api import cron, dashboard, errors, health, jobs, leads, sync, webhooks
-from app.db import make_engine
+from app.db import Database
 from app.handlers import Providers
 from app.settings import Settings, get_settings
 from app.telemetry import configure_logging, register_secret
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ):
             register_secret(secret)
         app.state.settings = settings
-        app.state.engine = make_engine(settings.database_url)
+        app.state.db = await Database.open(settings.database_url)
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
         async with httpx.AsyncClient(
             timeout=httpx.Timeout(settings.provider_timeout_s), limits=limits
@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 yield
             finally:
-                await app.state.engine.dispose()
+                await app.state.db.close()
 
     app = FastAPI(
         title="handoff",

@@ -215,7 +215,8 @@ class InboundEmail(Strict):
     email_lead_id: Id | None = None
     from_: Annotated[str, StringConstraints(min_length=3, max_length=320)] = Field(alias="from")
     subject: Annotated[str, StringConstraints(max_length=2000)]
-    text: Annotated[str, StringConstraints(max_length=1_000_000)]
+    # No cap of its own: the whole delivery is already capped at 1 MiB.
+    text: str
     received_at: datetime
 
 

@@ -86,7 +86,7 @@ class Settings(BaseSettings):
             return None
         raw = value.removeprefix("whsec_")
         try:
-            decoded = base64.b64decode(raw + "==", validate=False)
+            decoded = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
         except (binascii.Error, ValueError):
             decoded = b""
         if not decoded:

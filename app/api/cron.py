@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Query, Request
 
-from app.api.deps import CronAuth, EngineDep, SettingsDep
+from app.api.deps import CronAuth, DbDep, SettingsDep
+from app.db import Database
 from app.models import EnqueuedResponse, RunnerSummary
 from app.queue import Runner, enqueue
 
@@ -20,36 +21,36 @@ def slot(now: datetime, minutes: int) -> str:
     return floored.strftime("%Y-%m-%dT%H:%MZ")
 
 
-async def _tick(engine, type: str, minutes: int) -> EnqueuedResponse:
+async def _tick(db: Database, type: str, minutes: int) -> EnqueuedResponse:
     key = slot(datetime.now(UTC), minutes)
-    async with engine.begin() as conn:
+    async with db.acquire() as conn:
         job = await enqueue(conn, type, key, payload={"slot": key})
     return EnqueuedResponse(job_id=job.id, deduplicated=job.deduplicated)
 
 
 @router.api_route("/followups", methods=["GET", "POST"], status_code=202)
-async def followups(engine: EngineDep) -> EnqueuedResponse:
+async def followups(db: DbDep) -> EnqueuedResponse:
     """Upsert this minute's followups_tick."""
-    return await _tick(engine, "followups_tick", 1)
+    return await _tick(db, "followups_tick", 1)
 
 
 @router.api_route("/reactivations", methods=["GET", "POST"], status_code=202)
-async def reactivations(engine: EngineDep) -> EnqueuedResponse:
+async def reactivations(db: DbDep) -> EnqueuedResponse:
     """Upsert this ten-minute slot's reactivations_tick."""
-    return await _tick(engine, "reactivations_tick", 10)
+    return await _tick(db, "reactivations_tick", 10)
 
 
 @router.api_route("/background-jobs", methods=["GET", "POST"])
 async def background_jobs(
     request: Request,
-    engine: EngineDep,
+    db: DbDep,
     settings: SettingsDep,
     budget_s: float | None = Query(None, gt=0, allow_inf_nan=False),
 ) -> RunnerSummary:
     """Drain due jobs until none is due or the budget is spent."""
     budget = min(budget_s or settings.runner_budget_s, settings.runner_budget_s)
     runner = Runner(
-        engine,
+        db,
         deps=request.app.state.providers,
         concurrency=settings.runner_concurrency,
         job_timeout_s=settings.job_timeout_s,

@@ -1,4 +1,8 @@
-"""Request dependencies: settings, the engine, and the three kinds of bearer auth."""
+"""Request dependencies: settings, the database, and bearer auth.
+
+All are `async def`: FastAPI runs a plain `def` dependency in a worker thread, which costs
+more than everything else these do.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,24 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.api.errors import ApiError
+from app.db import Database
 from app.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_engine(request: Request) -> AsyncEngine:
-    return request.app.state.engine
+async def get_db(request: Request) -> Database:
+    return request.app.state.db
+
+
+async def get_engine(request: Request) -> AsyncEngine:
+    return request.app.state.db.engine
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+DbDep = Annotated[Database, Depends(get_db)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 
 
@@ -45,11 +55,11 @@ def _require(request: Request, secret: str | None, name: str) -> None:
         )
 
 
-def require_api_token(request: Request, settings: SettingsDep) -> None:
+async def require_api_token(request: Request, settings: SettingsDep) -> None:
     _require(request, settings.api_token, "API_TOKEN")
 
 
-def require_cron_secret(request: Request, settings: SettingsDep) -> None:
+async def require_cron_secret(request: Request, settings: SettingsDep) -> None:
     _require(request, settings.cron_secret, "CRON_SECRET")
 
 

@@ -6,8 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import ApiAuth, EngineDep
+from app.api.deps import ApiAuth, DbDep
 from app.api.errors import ApiError
+from app.db import Database
 from app.models import JobList, JobOut, JobStatus
 from app.queue.control import (
     DuplicateActive,
@@ -26,9 +27,9 @@ def job_out(row: dict[str, Any]) -> JobOut:
     return JobOut(**{**row, "id": str(row["id"])})
 
 
-async def _change(engine, job_id: str, change, verb: str) -> JobOut:
+async def _change(db: Database, job_id: str, change, verb: str) -> JobOut:
     try:
-        async with engine.begin() as conn:
+        async with db.acquire() as conn:
             return job_out(await change(conn, job_id))
     except JobNotFound:
         raise ApiError(404, "unknown_job", "No job with this id.") from None
@@ -45,30 +46,30 @@ async def _change(engine, job_id: str, change, verb: str) -> JobOut:
 
 @router.get("", response_model=JobList)
 async def jobs(
-    engine: EngineDep,
+    db: DbDep,
     status: JobStatus | None = None,
     type: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JobList:
     """List jobs, newest first."""
-    async with engine.connect() as conn:
+    async with db.acquire() as conn:
         rows = await list_jobs(conn, status=status, type=type, limit=limit)
     return JobList(jobs=[job_out(r) for r in rows])
 
 
 @router.get("/{job_id}", response_model=JobOut)
-async def job(job_id: str, engine: EngineDep) -> JobOut:
+async def job(job_id: str, db: DbDep) -> JobOut:
     """One job."""
-    return await _change(engine, job_id, get_job, "read")
+    return await _change(db, job_id, get_job, "read")
 
 
 @router.post("/{job_id}/retry", response_model=JobOut)
-async def retry(job_id: str, engine: EngineDep) -> JobOut:
+async def retry(job_id: str, db: DbDep) -> JobOut:
     """Put a failed or cancelled job back in the queue."""
-    return await _change(engine, job_id, retry_job, "retried")
+    return await _change(db, job_id, retry_job, "retried")
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-async def cancel(job_id: str, engine: EngineDep) -> JobOut:
+async def cancel(job_id: str, db: DbDep) -> JobOut:
     """Cancel a pending job."""
-    return await _change(engine, job_id, cancel_job, "cancelled")
+    return await _change(db, job_id, cancel_job, "cancelled")

@@ -3,31 +3,28 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from sqlalchemy import select
 
-from app.api.deps import ApiAuth, EngineDep
+from app.api.deps import ApiAuth, DbDep
 from app.api.errors import ApiError
-from app.handlers.store import leads
 from app.handlers.sync import channels_of
-from app.models import CHANNELS, Client, JobRef, SyncRequest, SyncResponse
+from app.models import CHANNELS, JobRef, SyncRequest, SyncResponse
 from app.queue import JobSpec, enqueue, enqueue_many
 
 router = APIRouter(tags=["sync"], dependencies=[ApiAuth])
-clients = Client.__table__  # type: ignore[attr-defined]
 
 
 @router.post("/sync", status_code=202, response_model=SyncResponse)
-async def sync(body: SyncRequest, response: Response, engine: EngineDep) -> SyncResponse:
+async def sync(body: SyncRequest, response: Response, db: DbDep) -> SyncResponse:
     """Enqueue a sync of one lead's conversations, or of every lead of a client."""
-    async with engine.begin() as conn:
+    # Two single-statement reads and writes, no transaction around them: the lead (or
+    # client) read only decides what to enqueue, and the enqueue is one atomic upsert.
+    async with db.acquire() as conn:
         if body.lead_id is not None:
-            lead = (
-                await conn.execute(
-                    select(leads.c.sms_contact_id, leads.c.email_lead_id).where(
-                        leads.c.id == body.lead_id, leads.c.client_id == body.client_id
-                    )
-                )
-            ).first()
+            lead = await conn.fetchrow(
+                "SELECT sms_contact_id, email_lead_id FROM leads WHERE id = $1 AND client_id = $2",
+                body.lead_id,
+                body.client_id,
+            )
             if lead is None:
                 raise ApiError(404, "unknown_lead", "No lead with this id for this client.")
             channels = channels_of(lead, body.channels)
@@ -41,10 +38,7 @@ async def sync(body: SyncRequest, response: Response, engine: EngineDep) -> Sync
             ]
             jobs = await enqueue_many(conn, "conversation_sync", specs)
         else:
-            if (
-                await conn.scalar(select(clients.c.id).where(clients.c.id == body.client_id))
-                is None
-            ):
+            if await conn.fetchval("SELECT 1 FROM clients WHERE id = $1", body.client_id) is None:
                 raise ApiError(404, "unknown_client", "No client with this id.")
             channels = [c for c in CHANNELS if body.channels is None or c in body.channels]
             jobs = [

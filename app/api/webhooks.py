@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from app.api.deps import EngineDep, SettingsDep
+from app.api.deps import DbDep, SettingsDep
 from app.api.errors import ApiError, describe_validation_error
 from app.models import EnqueuedResponse, InboundEmail
 from app.queue import enqueue
@@ -57,7 +57,7 @@ def verify(secret: str, body: bytes, headers: dict[str, str]) -> None:
 
 
 @router.post("/webhooks/email", status_code=202, response_model=EnqueuedResponse | dict[str, bool])
-async def email_webhook(request: Request, engine: EngineDep, settings: SettingsDep) -> Any:
+async def email_webhook(request: Request, db: DbDep, settings: SettingsDep) -> Any:
     """Accept a signed email delivery and enqueue its processing."""
     if not settings.webhook_secret:
         raise ApiError(503, "not_configured", "WEBHOOK_SECRET is not set on this server.")
@@ -80,7 +80,7 @@ async def email_webhook(request: Request, engine: EngineDep, settings: SettingsD
     except ValidationError as error:
         details = "; ".join(f"data.{describe_validation_error(e)}" for e in error.errors()[:5])
         raise ApiError(422, "validation_error", details) from None
-    async with engine.begin() as conn:
+    async with db.acquire() as conn:
         job = await enqueue(
             conn,
             "email_inbound",

@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.db import driver_connection
 from app.handlers.store import StoredMessage, leads, store_messages
 from app.models import Client
 from app.queue import Discard, JobContext, enqueue, handler
@@ -87,7 +88,7 @@ async def email_inbound(ctx: JobContext) -> None:
         )
         await store_messages(conn, lead_id, [message])
         await enqueue(
-            conn,
+            await driver_connection(conn),
             "lead_scoring",
             f"email:{data['message_id']}",
             client_id=client_id,

@@ -32,14 +32,14 @@ async def lead_scoring(ctx: JobContext) -> None:
         lead = await get_lead(conn, ctx.job.lead_id)
         if lead is None:
             raise Discard("the lead no longer exists")
-        rows = await recent_messages(conn, lead.id)
+        rows = await recent_messages(conn, lead["id"])
     if not rows:
         raise Discard("the lead has no messages to score")
     result = await ai.score(SYSTEM_PROMPT, transcript(rows))
     async with ctx.engine.begin() as conn:
         await conn.execute(
             update(leads)
-            .where(leads.c.id == lead.id)
+            .where(leads.c.id == lead["id"])
             .values(
                 score=result.score,
                 score_reason=result.reason[:1000],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,10 +27,11 @@ class StoredMessage:
     subject: str | None = None
 
 
-async def get_lead(conn: AsyncConnection, lead_id: str | None) -> Any | None:
+async def get_lead(conn: AsyncConnection, lead_id: str | None) -> Mapping[str, Any] | None:
     if lead_id is None:
         return None
-    return (await conn.execute(select(leads).where(leads.c.id == lead_id))).first()
+    row = (await conn.execute(select(leads).where(leads.c.id == lead_id))).first()
+    return None if row is None else row._mapping
 
 
 async def store_messages(conn: AsyncConnection, lead_id: str, batch: list[StoredMessage]) -> int:

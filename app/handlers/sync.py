@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from sqlalchemy import select
 
+from app.db import driver_connection
 from app.handlers.deps import provider_errors, providers, require
 from app.handlers.store import StoredMessage, get_lead, leads, store_messages
 from app.models import CHANNELS
@@ -18,11 +22,11 @@ FANOUT_BATCH = 1_000
 FANOUT_RESERVE_S = 5.0
 
 
-def identity(lead, channel: str) -> str | None:
-    return lead.sms_contact_id if channel == "sms" else lead.email_lead_id
+def identity(lead: Mapping[str, Any], channel: str) -> str | None:
+    return lead["sms_contact_id"] if channel == "sms" else lead["email_lead_id"]
 
 
-def channels_of(lead, wanted: list[str] | None = None) -> list[str]:
+def channels_of(lead: Mapping[str, Any], wanted: list[str] | None = None) -> list[str]:
     """The channels, in contract order, that were asked for and the lead has an identity on."""
     return [c for c in CHANNELS if (wanted is None or c in wanted) and identity(lead, c)]
 
@@ -44,15 +48,15 @@ async def conversation_sync(ctx: JobContext) -> None:
         await _sync_email(ctx, lead)
 
 
-async def _sync_sms(ctx: JobContext, lead) -> None:
+async def _sync_sms(ctx: JobContext, lead: Mapping[str, Any]) -> None:
     sms = require(providers(ctx).sms, "sms")
     cursor: str | None = None
     seen: set[str | None] = set()
     for _ in range(MAX_PAGES):
-        page = await sms.list_messages(lead.sms_contact_id, cursor)
+        page = await sms.list_messages(lead["sms_contact_id"], cursor)
         batch = [StoredMessage("sms", m.direction, m.body, m.id, m.sent_at) for m in page.messages]
         async with ctx.engine.begin() as conn:
-            await store_messages(conn, lead.id, batch)
+            await store_messages(conn, lead["id"], batch)
         seen.add(cursor)
         cursor = page.next_cursor
         if cursor is None:
@@ -62,17 +66,17 @@ async def _sync_sms(ctx: JobContext, lead) -> None:
     raise MalformedResponse("sms", f"more than {MAX_PAGES} pages of messages")
 
 
-async def _sync_email(ctx: JobContext, lead) -> None:
+async def _sync_email(ctx: JobContext, lead: Mapping[str, Any]) -> None:
     email = require(providers(ctx).email, "email")
     page_no: int | None = 1
     for _ in range(MAX_PAGES):
-        page = await email.list_replies(lead.email_lead_id, page_no)
+        page = await email.list_replies(lead["email_lead_id"], page_no)
         batch = [
             StoredMessage("email", r.direction, r.text, r.id, r.sent_at, r.subject)
             for r in page.replies
         ]
         async with ctx.engine.begin() as conn:
-            await store_messages(conn, lead.id, batch)
+            await store_messages(conn, lead["id"], batch)
         if page.next_page is None:
             return
         if page.next_page <= page_no:
@@ -89,26 +93,33 @@ async def sync_all(ctx: JobContext) -> None:
     after: str = ctx.job.payload.get("after") or ""
     while True:
         async with ctx.engine.begin() as conn:
-            page = list(
-                await conn.execute(
+            page = [
+                row._mapping
+                for row in await conn.execute(
                     select(leads.c.id, leads.c.sms_contact_id, leads.c.email_lead_id)
                     .where(leads.c.client_id == client_id, leads.c.id > after)
                     .order_by(leads.c.id)
                     .limit(FANOUT_BATCH)
                 )
-            )
+            ]
             specs = [
-                JobSpec(f"{lead.id}:{channel}", client_id, lead.id, {"channel": channel})
+                JobSpec(f"{lead['id']}:{channel}", client_id, lead["id"], {"channel": channel})
                 for lead in page
                 for channel in channels_of(lead, wanted)
             ]
-            await enqueue_many(conn, "conversation_sync", specs)
+            await enqueue_many(await driver_connection(conn), "conversation_sync", specs)
             if len(page) < FANOUT_BATCH:
                 return
-            after = page[-1].id
+            after = page[-1]["id"]
             if ctx.time_left() < FANOUT_RESERVE_S:
                 # Hand the rest to a follow-on job rather than run past this one's timeout.
                 key = f"{client_id}:{'+'.join(wanted)}:after:{after}"
                 payload = {"channels": wanted, "after": after}
-                await enqueue(conn, "sync_all", key, client_id=client_id, payload=payload)
+                await enqueue(
+                    await driver_connection(conn),
+                    "sync_all",
+                    key,
+                    client_id=client_id,
+                    payload=payload,
+                )
                 return

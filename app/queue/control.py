@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
+import asyncpg
 
-from app.models import Job
 from app.queue.sql import QUERIES
 
-jobs_table = Job.__table__  # type: ignore[attr-defined]
+COLUMNS = (
+    "id, type, status, dedupe_key, client_id, lead_id, attempts, max_attempts, run_at, "
+    "created_at, started_at, finished_at, last_error, enqueue_count"
+)
 
 
 class JobNotFound(LookupError):
@@ -38,50 +38,51 @@ def parse_job_id(value: str) -> int | None:
     return int(value) if value.isdigit() and len(value) <= 18 else None
 
 
-async def get_job(conn: AsyncConnection, job_id: str) -> dict[str, Any]:
+async def get_job(conn: asyncpg.Connection, job_id: str) -> dict[str, Any]:
     key = parse_job_id(job_id)
     row = None
     if key is not None:
-        row = (await conn.execute(select(jobs_table).where(jobs_table.c.id == key))).first()
+        row = await conn.fetchrow(f"SELECT {COLUMNS} FROM jobs WHERE id = $1", key)
     if row is None:
         raise JobNotFound(job_id)
-    return dict(row._mapping)
+    return dict(row)
 
 
 async def list_jobs(
-    conn: AsyncConnection, *, status: str | None, type: str | None, limit: int
+    conn: asyncpg.Connection, *, status: str | None, type: str | None, limit: int
 ) -> list[dict[str, Any]]:
-    query = select(jobs_table).order_by(jobs_table.c.id.desc()).limit(limit)
-    if status:
-        query = query.where(jobs_table.c.status == status)
-    if type:
-        query = query.where(jobs_table.c.type == type)
-    return [dict(row._mapping) for row in await conn.execute(query)]
+    # NULL filters match everything; newest first by id (ids only grow).
+    rows = await conn.fetch(
+        f"SELECT {COLUMNS} FROM jobs"
+        " WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR type = $2)"
+        " ORDER BY id DESC LIMIT $3",
+        status,
+        type,
+        limit,
+    )
+    return [dict(row) for row in rows]
 
 
-async def retry_job(conn: AsyncConnection, job_id: str) -> dict[str, Any]:
+async def retry_job(conn: asyncpg.Connection, job_id: str) -> dict[str, Any]:
     """failed/cancelled -> pending; DuplicateActive when a twin holds the key."""
     job = await get_job(conn, job_id)
-    savepoint = await conn.begin_nested()
     try:
-        updated = (await conn.execute(QUERIES["manual_retry"], {"id": job["id"]})).first()
-        await savepoint.commit()
-    except sa_exc.IntegrityError:
+        async with conn.transaction():
+            updated = await conn.fetchval(QUERIES["manual_retry"], job["id"])
+    except asyncpg.UniqueViolationError:
         # A twin was enqueued between our check and our write: same answer as the check.
-        await savepoint.rollback()
         updated = None
     if updated is None:
-        twin = (await conn.execute(QUERIES["active_twin"], {"id": job["id"]})).scalar()
+        twin = await conn.fetchval(QUERIES["active_twin"], job["id"])
         if twin is not None:
             raise DuplicateActive(str(twin))
-        raise InvalidTransition(job["status"])
+        raise InvalidTransition((await get_job(conn, job_id))["status"])
     return await get_job(conn, job_id)
 
 
-async def cancel_job(conn: AsyncConnection, job_id: str) -> dict[str, Any]:
+async def cancel_job(conn: asyncpg.Connection, job_id: str) -> dict[str, Any]:
     """pending -> cancelled."""
     job = await get_job(conn, job_id)
-    if (await conn.execute(QUERIES["cancel"], {"id": job["id"]})).first() is None:
-        current = await get_job(conn, job_id)
-        raise InvalidTransition(current["status"])
+    if await conn.fetchval(QUERIES["cancel"], job["id"]) is None:
+        raise InvalidTransition((await get_job(conn, job_id))["status"])
     return await get_job(conn, job_id)

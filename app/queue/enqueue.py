@@ -1,4 +1,8 @@
-"""Enqueue: one atomic upsert per call, or one statement for a whole fan-out."""
+"""Enqueue: one atomic upsert per call, or one statement for a whole fan-out.
+
+Both take an asyncpg connection; inside a SQLAlchemy transaction, pass
+`await app.db.driver_connection(conn)` so the jobs commit with the rest of it.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+import asyncpg
 
 from app.queue.registry import Registry, registry
 from app.queue.sql import QUERIES
@@ -39,7 +43,7 @@ def dedupe_key(type: str, key: str) -> str:
 
 
 async def enqueue(
-    conn: AsyncConnection,
+    conn: asyncpg.Connection,
     type: str,
     key: str,
     *,
@@ -51,25 +55,22 @@ async def enqueue(
 ) -> Enqueued:
     """Upsert one job by dedupe key; a duplicate is an answer (the live job), never an error."""
     handler = jobs.get(type)
-    row = (
-        await conn.execute(
-            QUERIES[f"enqueue_{handler.dedupe}"],
-            {
-                "type": type,
-                "dedupe_key": dedupe_key(type, key),
-                "client_id": client_id,
-                "lead_id": lead_id,
-                "payload": json.dumps(payload or {}),
-                "max_attempts": handler.max_attempts,
-                "run_at": run_at,
-            },
-        )
-    ).one()
-    return Enqueued(str(row.id), row.type, row.status, row.deduplicated, dedupe_key(type, key))
+    full_key = dedupe_key(type, key)
+    row = await conn.fetchrow(
+        QUERIES[f"enqueue_{handler.dedupe}"],
+        type,
+        full_key,
+        client_id,
+        lead_id,
+        json.dumps(payload or {}),
+        handler.max_attempts,
+        run_at,
+    )
+    return Enqueued(str(row["id"]), row["type"], row["status"], row["deduplicated"], full_key)
 
 
 async def enqueue_many(
-    conn: AsyncConnection, type: str, specs: list[JobSpec], *, jobs: Registry = registry
+    conn: asyncpg.Connection, type: str, specs: list[JobSpec], *, jobs: Registry = registry
 ) -> list[Enqueued]:
     """Upsert many jobs of one type in one statement; answers in the order of first appearance."""
     if not specs:
@@ -80,25 +81,21 @@ async def enqueue_many(
     for spec in specs:
         first.setdefault(spec.key, spec)
     unique = sorted(first.values(), key=lambda spec: dedupe_key(type, spec.key))
-    rows = (
-        await conn.execute(
-            QUERIES[f"enqueue_many_{handler.dedupe}"],
-            {
-                "type": type,
-                "max_attempts": handler.max_attempts,
-                "keys": [dedupe_key(type, s.key) for s in unique],
-                "clients": [s.client_id for s in unique],
-                "leads": [s.lead_id for s in unique],
-                "payloads": [json.dumps(s.payload) for s in unique],
-                "run_ats": [s.run_at for s in unique],
-                "counts": [counts[s.key] for s in unique],
-            },
-        )
-    ).all()
+    rows = await conn.fetch(
+        QUERIES[f"enqueue_many_{handler.dedupe}"],
+        type,
+        handler.max_attempts,
+        [dedupe_key(type, s.key) for s in unique],
+        [s.client_id for s in unique],
+        [s.lead_id for s in unique],
+        [json.dumps(s.payload) for s in unique],
+        [s.run_at for s in unique],
+        [counts[s.key] for s in unique],
+    )
     by_key = {
-        row.dedupe_key: Enqueued(
-            str(row.id), row.type, row.status, row.deduplicated, row.dedupe_key
+        r["dedupe_key"]: Enqueued(
+            str(r["id"]), r["type"], r["status"], r["deduplicated"], r["dedupe_key"]
         )
-        for row in rows
+        for r in rows
     }
     return [by_key[dedupe_key(type, key)] for key in first]

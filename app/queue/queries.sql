@@ -2,8 +2,7 @@
 -- One statement, race-free: the partial unique index decides, a duplicate bumps enqueue_count
 -- and returns the live job; xmax <> 0 tells an updated (deduplicated) row from a fresh insert.
 INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts, run_at)
-VALUES (:type, :dedupe_key, 'active', :client_id, :lead_id, CAST(:payload AS jsonb), :max_attempts,
-        coalesce(CAST(:run_at AS timestamptz), now()))
+VALUES ($1, $2, 'active', $3, $4, $5::jsonb, $6, coalesce($7::timestamptz, now()))
 ON CONFLICT (dedupe_key) WHERE dedupe_scope = 'active' AND status IN ('pending', 'running')
 DO UPDATE SET enqueue_count = j.enqueue_count + 1
 RETURNING j.id, j.type, j.status, (j.xmax <> '0'::xid) AS deduplicated
@@ -11,8 +10,7 @@ RETURNING j.id, j.type, j.status, (j.xmax <> '0'::xid) AS deduplicated
 -- enqueue_forever --
 -- Same as enqueue_active, against the index that keeps a key unique across all rows.
 INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts, run_at)
-VALUES (:type, :dedupe_key, 'forever', :client_id, :lead_id, CAST(:payload AS jsonb), :max_attempts,
-        coalesce(CAST(:run_at AS timestamptz), now()))
+VALUES ($1, $2, 'forever', $3, $4, $5::jsonb, $6, coalesce($7::timestamptz, now()))
 ON CONFLICT (dedupe_key) WHERE dedupe_scope = 'forever'
 DO UPDATE SET enqueue_count = j.enqueue_count + 1
 RETURNING j.id, j.type, j.status, (j.xmax <> '0'::xid) AS deduplicated
@@ -23,9 +21,8 @@ RETURNING j.id, j.type, j.status, (j.xmax <> '0'::xid) AS deduplicated
 -- overlapping batches), with n = how many requests each key stands for.
 INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts,
                        run_at, enqueue_count)
-SELECT :type, t.k, 'active', t.c, t.l, CAST(t.p AS jsonb), :max_attempts, coalesce(t.r, now()), t.n
-FROM unnest(CAST(:keys AS text[]), CAST(:clients AS text[]), CAST(:leads AS text[]),
-            CAST(:payloads AS text[]), CAST(:run_ats AS timestamptz[]), CAST(:counts AS int[]))
+SELECT $1, t.k, 'active', t.c, t.l, t.p::jsonb, $2, coalesce(t.r, now()), t.n
+FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::int[])
      AS t(k, c, l, p, r, n)
 ON CONFLICT (dedupe_key) WHERE dedupe_scope = 'active' AND status IN ('pending', 'running')
 DO UPDATE SET enqueue_count = j.enqueue_count + excluded.enqueue_count
@@ -35,67 +32,66 @@ RETURNING j.id, j.type, j.status, j.dedupe_key, (j.xmax <> '0'::xid) AS deduplic
 -- Same as enqueue_many_active, against the forever index.
 INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts,
                        run_at, enqueue_count)
-SELECT :type, t.k, 'forever', t.c, t.l, CAST(t.p AS jsonb), :max_attempts, coalesce(t.r, now()), t.n
-FROM unnest(CAST(:keys AS text[]), CAST(:clients AS text[]), CAST(:leads AS text[]),
-            CAST(:payloads AS text[]), CAST(:run_ats AS timestamptz[]), CAST(:counts AS int[]))
+SELECT $1, t.k, 'forever', t.c, t.l, t.p::jsonb, $2, coalesce(t.r, now()), t.n
+FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::int[])
      AS t(k, c, l, p, r, n)
 ON CONFLICT (dedupe_key) WHERE dedupe_scope = 'forever'
 DO UPDATE SET enqueue_count = j.enqueue_count + excluded.enqueue_count
 RETURNING j.id, j.type, j.status, j.dedupe_key, (j.xmax <> '0'::xid) AS deduplicated
 
 -- claim --
--- Take up to :limit jobs in one statement: expired leases first (their runner died), then due
+-- Take up to $1 jobs in one statement: expired leases first (their runner died), then due
 -- pending jobs in run_at order. SKIP LOCKED lets runners claim side by side without waiting;
 -- each branch reads only its partial index; UNION ALL with LIMIT stops reading once full.
 WITH expired AS (
     SELECT id, true AS stale FROM jobs
     WHERE status = 'running' AND locked_until < now()
     ORDER BY locked_until
-    LIMIT :limit
+    LIMIT $1
     FOR UPDATE SKIP LOCKED
 ), due AS (
     SELECT id, false AS stale FROM jobs
     WHERE status = 'pending' AND run_at <= now()
     ORDER BY run_at, id
-    LIMIT :limit
+    LIMIT $1
     FOR UPDATE SKIP LOCKED
 ), picked AS (
-    (SELECT id, stale FROM expired) UNION ALL (SELECT id, stale FROM due) LIMIT :limit
+    (SELECT id, stale FROM expired) UNION ALL (SELECT id, stale FROM due) LIMIT $1
 )
 UPDATE jobs AS j
-SET status = 'running', attempts = j.attempts + 1, lock_token = CAST(:token AS uuid),
-    locked_by = :owner, locked_until = now() + make_interval(secs => :lease_s),
+SET status = 'running', attempts = j.attempts + 1, lock_token = $2::uuid,
+    locked_by = $3, locked_until = now() + make_interval(secs => $4::float8),
     started_at = now(), finished_at = NULL
 FROM picked
 WHERE j.id = picked.id
-RETURNING j.id, j.type, j.payload, j.attempts, j.max_attempts, j.client_id, j.lead_id,
+RETURNING j.id, j.type, j.payload::text AS payload, j.attempts, j.max_attempts, j.client_id, j.lead_id,
           j.dedupe_key, picked.stale
 
 -- complete --
 -- Every state change below is guarded by the lease: a runner that lost it changes nothing.
 UPDATE jobs
 SET status = 'succeeded', finished_at = now(), lock_token = NULL, locked_until = NULL
-WHERE id = :id AND lock_token = CAST(:token AS uuid) AND status = 'running'
+WHERE id = $1 AND lock_token = $2::uuid AND status = 'running'
 
 -- retry --
--- Back to pending after :delay_s; the row stays in the active index, so no key can clash.
+-- Back to pending after $3 seconds; the row stays in the active index, so no key can clash.
 UPDATE jobs
-SET status = 'pending', run_at = now() + make_interval(secs => :delay_s), last_error = :error,
+SET status = 'pending', run_at = now() + make_interval(secs => $3::float8), last_error = $4,
     lock_token = NULL, locked_until = NULL
-WHERE id = :id AND lock_token = CAST(:token AS uuid) AND status = 'running'
+WHERE id = $1 AND lock_token = $2::uuid AND status = 'running'
 
 -- fail --
 UPDATE jobs
-SET status = 'failed', finished_at = now(), last_error = :error,
+SET status = 'failed', finished_at = now(), last_error = $3,
     lock_token = NULL, locked_until = NULL
-WHERE id = :id AND lock_token = CAST(:token AS uuid) AND status = 'running'
+WHERE id = $1 AND lock_token = $2::uuid AND status = 'running'
 
 -- release --
 -- The budget ran out mid-attempt: give the attempt back and let the next runner take it.
 UPDATE jobs
 SET status = 'pending', attempts = greatest(attempts - 1, 0),
-    run_at = now() + make_interval(secs => :delay_s), lock_token = NULL, locked_until = NULL
-WHERE id = :id AND lock_token = CAST(:token AS uuid) AND status = 'running'
+    run_at = now() + make_interval(secs => $3::float8), lock_token = NULL, locked_until = NULL
+WHERE id = $1 AND lock_token = $2::uuid AND status = 'running'
 
 -- count_due --
 -- What the next runner would find: due pending jobs plus running jobs whose lease expired.
@@ -108,7 +104,7 @@ SELECT (SELECT count(*) FROM jobs WHERE status = 'pending' AND run_at <= now())
 -- savepoint; the NOT EXISTS keeps that to a true race.
 UPDATE jobs AS j
 SET status = 'pending', attempts = 0, run_at = now(), finished_at = NULL
-WHERE j.id = :id AND j.status IN ('failed', 'cancelled')
+WHERE j.id = $1 AND j.status IN ('failed', 'cancelled')
   AND NOT (j.dedupe_scope = 'active' AND EXISTS (
       SELECT 1 FROM jobs t
       WHERE t.dedupe_key = j.dedupe_key AND t.dedupe_scope = 'active'
@@ -119,10 +115,10 @@ RETURNING j.id
 SELECT t.id FROM jobs j
 JOIN jobs t ON t.dedupe_key = j.dedupe_key AND t.dedupe_scope = 'active'
            AND t.status IN ('pending', 'running') AND t.id <> j.id
-WHERE j.id = :id
+WHERE j.id = $1
 LIMIT 1
 
 -- cancel --
 UPDATE jobs SET status = 'cancelled', finished_at = now()
-WHERE id = :id AND status = 'pending'
+WHERE id = $1 AND status = 'pending'
 RETURNING id

@@ -9,6 +9,7 @@ it claimed is still `running`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db import Database
 from app.queue.registry import Registry, UnknownJobType, registry
 from app.queue.retry import Discard, RetryLater, backoff_s
 from app.queue.sql import QUERIES
@@ -88,7 +90,7 @@ class DrainSummary:
 class Runner:
     def __init__(
         self,
-        engine: AsyncEngine,
+        db: Database,
         *,
         deps: Any = None,
         concurrency: int = 4,
@@ -97,7 +99,7 @@ class Runner:
         jobs: Registry = registry,
         invocation_id: str | None = None,
     ) -> None:
-        self.engine = engine
+        self.db = db
         self.deps = deps
         self.concurrency = concurrency
         self.job_timeout_s = job_timeout_s
@@ -108,35 +110,29 @@ class Runner:
     async def claim(self, limit: int) -> list[ClaimedJob]:
         """Lease up to `limit` due jobs to this runner."""
         token = str(uuid.uuid4())
-        async with self.engine.begin() as conn:
-            rows = await conn.execute(
-                QUERIES["claim"],
-                {
-                    "limit": limit,
-                    "token": token,
-                    "owner": self.invocation_id,
-                    "lease_s": self.lease_s,
-                },
+        async with self.db.acquire() as conn:
+            rows = await conn.fetch(
+                QUERIES["claim"], limit, token, self.invocation_id, float(self.lease_s)
             )
-            return [
-                ClaimedJob(
-                    r.id,
-                    r.type,
-                    r.payload,
-                    r.attempts,
-                    r.max_attempts,
-                    r.client_id,
-                    r.lead_id,
-                    r.dedupe_key,
-                    r.stale,
-                    token,
-                )
-                for r in rows
-            ]
+        return [
+            ClaimedJob(
+                r["id"],
+                r["type"],
+                json.loads(r["payload"]),
+                r["attempts"],
+                r["max_attempts"],
+                r["client_id"],
+                r["lead_id"],
+                r["dedupe_key"],
+                r["stale"],
+                token,
+            )
+            for r in rows
+        ]
 
     async def count_due(self) -> int:
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(QUERIES["count_due"])).scalar_one())
+        async with self.db.acquire() as conn:
+            return int(await conn.fetchval(QUERIES["count_due"]))
 
     async def drain(self, budget_s: float) -> DrainSummary:
         """Run due jobs until none is due or the budget is spent; never leave one running."""
@@ -198,7 +194,7 @@ class Runner:
         timeout = min(handler.timeout_s or self.job_timeout_s, self.job_timeout_s)
         job_deadline = started + timeout
         deadline = min(job_deadline, budget_deadline)
-        ctx = JobContext(job, self.engine, self.deps, deadline)
+        ctx = JobContext(job, self.db.engine, self.deps, deadline)
         try:
             async with asyncio.timeout_at(deadline) as scope:
                 await handler.fn(ctx)
@@ -254,14 +250,15 @@ class Runner:
             "fail": "failed",
             "release": "released",
         }[action]
-        params: dict[str, Any] = {"id": job.id, "token": job.token}
+        args: list[Any] = [job.id, job.token]
         if action in ("retry", "release"):
-            params["delay_s"] = delay
+            args.append(float(delay))
         if action in ("retry", "fail"):
-            params["error"] = (error or "")[:500]
+            args.append((error or "")[:500])
         try:
-            async with self.engine.begin() as conn:
-                updated = (await conn.execute(QUERIES[action], params)).rowcount
+            async with self.db.acquire() as conn:
+                status = await conn.execute(QUERIES[action], *args)
+            updated = status == "UPDATE 1"
         except Exception:
             # The lease will expire and another runner will take the job again.
             log.warning(
