@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -27,11 +26,12 @@ class InvalidTransition(ValueError):
         self.status = status
 
 
-@dataclass(frozen=True)
 class DuplicateActive(Exception):
     """Another job with the same dedupe key is pending or running."""
 
-    job_id: str
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
 
 
 def parse_job_id(value: str) -> int | None:
