@@ -14,6 +14,16 @@ from app.queue import Runner, enqueue
 router = APIRouter(prefix="/api/cron", tags=["cron"], dependencies=[CronAuth])
 
 
+def get_and_post(path: str, name: str, **kwargs):
+    """Vercel Cron sends GET; POST is accepted too. Each method gets its own operation id."""
+
+    def register(fn):
+        router.get(path, operation_id=f"{name}_get", **kwargs)(fn)
+        return router.post(path, operation_id=f"{name}_post", **kwargs)(fn)
+
+    return register
+
+
 def slot(now: datetime, minutes: int) -> str:
     """The schedule slot `now` falls in: the UTC minute, floored to a multiple of `minutes`."""
     floored = now.astimezone(UTC).replace(second=0, microsecond=0)
@@ -28,19 +38,19 @@ async def _tick(db: Database, type: str, minutes: int) -> EnqueuedResponse:
     return EnqueuedResponse(job_id=job.id, deduplicated=job.deduplicated)
 
 
-@router.api_route("/followups", methods=["GET", "POST"], status_code=202)
+@get_and_post("/followups", "cron_followups", status_code=202)
 async def followups(db: DbDep) -> EnqueuedResponse:
     """Upsert this minute's followups_tick."""
     return await _tick(db, "followups_tick", 1)
 
 
-@router.api_route("/reactivations", methods=["GET", "POST"], status_code=202)
+@get_and_post("/reactivations", "cron_reactivations", status_code=202)
 async def reactivations(db: DbDep) -> EnqueuedResponse:
     """Upsert this ten-minute slot's reactivations_tick."""
     return await _tick(db, "reactivations_tick", 10)
 
 
-@router.api_route("/background-jobs", methods=["GET", "POST"])
+@get_and_post("/background-jobs", "cron_background_jobs")
 async def background_jobs(
     request: Request,
     db: DbDep,
