@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
-_PHONE = re.compile(r"\+?\(?\d[\d\s().-]{7,}\d")
+# Not inside a word, so hex ids and hashes with digit runs stay readable.
+_PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d\s().-]{7,}\d(?!\w)")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _secrets: set[str] = set()
 

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -183,8 +184,19 @@ class LogCapture(logging.Handler):
         return [r for r in self.records() if r["level"] in ("error", "critical")]
 
 
-@pytest.fixture
+SECRETS = (
+    API_TOKEN,
+    CRON_SECRET,
+    WEBHOOK_SECRET,
+    WEBHOOK_SECRET.removeprefix("whsec_"),
+    SANDBOX_KEY,
+)
+EMAIL_SHAPED = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[A-Za-z]{2,}")
+
+
+@pytest.fixture(autouse=True)
 def logs() -> Iterator[LogCapture]:
+    """Every test's log lines, checked afterwards: no secret and no email address in any."""
     capture = LogCapture()
     root = logging.getLogger()
     root.addHandler(capture)
@@ -193,3 +205,6 @@ def logs() -> Iterator[LogCapture]:
     yield capture
     root.removeHandler(capture)
     root.setLevel(previous)
+    for line in capture.lines:
+        assert not any(secret in line for secret in SECRETS), f"a secret in a log line: {line}"
+        assert not EMAIL_SHAPED.search(line), f"an email address in a log line: {line}"

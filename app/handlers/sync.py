@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,8 +19,9 @@ from app.queue import Discard, JobContext, JobSpec, enqueue, enqueue_many, handl
 MAX_PAGES = 10_000
 # Leads fanned out per statement by sync_all.
 FANOUT_BATCH = 1_000
-# sync_all stops fanning out and hands over to a follow-on job when this much time is left.
-FANOUT_RESERVE_S = 5.0
+# sync_all hands over to a follow-on job when less than this, plus twice its slowest batch so
+# far, is left of its attempt.
+FANOUT_RESERVE_S = 2.0
 
 
 def identity(lead: Mapping[str, Any], channel: str) -> str | None:
@@ -91,7 +93,10 @@ async def sync_all(ctx: JobContext) -> None:
     client_id = ctx.job.client_id
     wanted: list[str] = ctx.job.payload.get("channels") or list(CHANNELS)
     after: str = ctx.job.payload.get("after") or ""
+    clock = asyncio.get_running_loop().time
+    slowest = 0.0
     while True:
+        batch_started = clock()
         async with ctx.engine.begin() as conn:
             page = [
                 row._mapping
@@ -111,7 +116,8 @@ async def sync_all(ctx: JobContext) -> None:
             if len(page) < FANOUT_BATCH:
                 return
             after = page[-1]["id"]
-            if ctx.time_left() < FANOUT_RESERVE_S:
+            slowest = max(slowest, clock() - batch_started)
+            if ctx.time_left() < FANOUT_RESERVE_S + 2 * slowest:
                 # Hand the rest to a follow-on job rather than run past this one's timeout.
                 key = f"{client_id}:{'+'.join(wanted)}:after:{after}"
                 payload = {"channels": wanted, "after": after}
