@@ -105,3 +105,16 @@ async def seed(service, client_id: str = "acme", leads: int = 3, **lead_fields: 
     response = await service.api.post("/api/leads", json=body)
     assert response.status_code == 200, response.text
     return ids
+
+
+def assert_error(response: Any, status: int, code: str | None = None) -> dict:
+    """The status and the contract's error body, {"error": str, "detail": str}, with no trace."""
+    assert response.status_code == status, (str(response.request.url), response.text)
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert isinstance(body.get("error"), str) and body["error"], body
+    assert isinstance(body.get("detail"), str) and body["detail"], body
+    assert "Traceback" not in response.text
+    if code is not None:
+        assert body["error"] == code, body
+    return body

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import httpx
 
 from tests.conftest import API_TOKEN, CRON_SECRET
-from tests.support import gather_limited
+from tests.support import assert_error, gather_limited
 
 # (method, path, json body) for one route of each API_TOKEN family.
 API_ROUTES = [
@@ -41,16 +41,6 @@ def wrong_credentials(right: str, other: str) -> dict[str, dict[str, str]]:
         "bare token": {"Authorization": right},
         "bearer without a token": {"Authorization": "Bearer"},
     }
-
-
-def assert_error(response: httpx.Response, status: int) -> dict:
-    assert response.status_code == status, (response.request.url, response.text)
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert isinstance(body.get("error"), str) and body["error"]
-    assert isinstance(body.get("detail"), str) and body["detail"]
-    assert "Traceback" not in response.text
-    return body
 
 
 async def call(client: httpx.AsyncClient, route, headers: dict[str, str] | None = None):

@@ -6,7 +6,7 @@ import asyncio
 import random
 from datetime import datetime
 
-from tests.support import seed
+from tests.support import assert_error, seed
 
 JOB_FIELDS = {
     "id",
@@ -31,16 +31,6 @@ ACTIVE_TWINS = """
     WHERE status IN ('pending', 'running')
     GROUP BY 1 HAVING count(*) > 1
 """
-
-
-def assert_error(response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert isinstance(body.get("error"), str) and body["error"], body
-    assert isinstance(body.get("detail"), str) and body["detail"], body
-    if code is not None:
-        assert body["error"] == code, body
-    return body
 
 
 async def sync(service, lead: str | None = None, channels=None, client_id: str = "acme") -> list:

@@ -5,17 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from app.sandbox.data import email_history, sms_history
-from tests.support import seed
-
-
-def assert_error(response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert isinstance(body.get("error"), str) and body["error"], body
-    assert isinstance(body.get("detail"), str) and body["detail"], body
-    if code is not None:
-        assert body["error"] == code, body
-    return body
+from tests.support import assert_error, seed
 
 
 async def add_client(service, client_id: str = "acme", name: str = "Acme") -> None:

@@ -6,22 +6,12 @@ import asyncio
 import random
 
 from app.sandbox.data import email_history, sms_history
-from tests.support import gather_limited, seed
+from tests.support import assert_error, gather_limited, seed
 
 DUPLICATE_MESSAGES = """
     SELECT channel, provider_message_id, count(*) FROM messages
     GROUP BY 1, 2 HAVING count(*) > 1
 """
-
-
-def assert_error(response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert isinstance(body.get("error"), str) and body["error"], body
-    assert isinstance(body.get("detail"), str) and body["detail"], body
-    if code is not None:
-        assert body["error"] == code, body
-    return body
 
 
 def assert_accepted(response) -> list[dict]:

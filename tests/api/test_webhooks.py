@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import WEBHOOK_SECRET
-from tests.support import gather_limited, seed, signed
+from tests.support import assert_error, gather_limited, seed, signed
 
 URL = "/webhooks/email"
 MIB = 1024 * 1024
@@ -41,17 +41,6 @@ def event(message_id: str = "msg-1", *, client_id: str = "acme", **data: object)
 
 def encode(payload: object) -> bytes:
     return json.dumps(payload).encode()
-
-
-def assert_error(response: httpx.Response, status: int) -> dict:
-    """The status, and the contract's error body: {"error": str, "detail": str}, no trace."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert isinstance(body.get("error"), str) and body["error"]
-    assert isinstance(body.get("detail"), str) and body["detail"]
-    assert "Traceback" not in response.text
-    return body
 
 
 async def deliver(service, payload: object, msg_id: str = "delivery-1", **kw) -> httpx.Response:
