@@ -58,6 +58,8 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Asy
         max_overflow=max_overflow,
         pool_timeout=POOL_TIMEOUT_S,
         pool_recycle=1800,
+        # Statement parameters can hold message text: keep them out of error messages.
+        hide_parameters=True,
         connect_args={
             "timeout": CONNECT_TIMEOUT_S,
             "server_settings": {"application_name": "handoff"},

@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 
 import app.handlers  # noqa: F401  (registers every job handler)
-from app.api import cron, dashboard, errors, health, jobs, leads, sync, webhooks
+from app.api import cron, dashboard, errors, health, jobs, leads, outreach, sync, webhooks
 from app.db import Database
 from app.handlers import Providers
 from app.settings import Settings, get_settings
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for router in (sync, webhooks, cron, jobs, leads, health, dashboard):
+    for router in (sync, webhooks, cron, jobs, leads, outreach, health, dashboard):
         app.include_router(router.router)
     return app
 

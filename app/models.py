@@ -223,3 +223,62 @@ class InboundEmail(Strict):
 class ErrorOut(BaseModel):
     error: str
     detail: str
+
+
+# --- follow-ups and reactivations ---------------------------------------------------------
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=5000)]
+Subject = Annotated[str, StringConstraints(max_length=200)]
+StepState = Literal["scheduled", "sent", "stopped", "failed"]
+
+
+class FollowupStepIn(Strict):
+    after_s: Annotated[int, Field(ge=0, le=366 * 24 * 3600)]
+    channel: Channel
+    text: Text
+    subject: Subject | None = None
+
+
+class FollowupIn(Strict):
+    lead_id: Id
+    steps: Annotated[list[FollowupStepIn], Field(min_length=1, max_length=50)]
+
+
+class CreatedResponse(BaseModel):
+    id: str
+
+
+class FollowupStepOut(BaseModel):
+    index: int
+    after_s: int
+    channel: Channel
+    due_at: datetime
+    state: StepState
+    provider_message_id: str | None = None
+
+
+class FollowupOut(BaseModel):
+    id: str
+    lead_id: str
+    created_at: datetime
+    steps: list[FollowupStepOut]
+
+
+class ReactivationIn(Strict):
+    id: Id
+    client_id: Id
+    inactive_days: Annotated[int, Field(ge=1, le=3650)]
+    channel: Channel
+    text: Text
+    subject: Subject | None = None
+
+
+class ReactivationOut(BaseModel):
+    id: str
+    client_id: str
+    inactive_days: int
+    channel: Channel
+    text: str
+    subject: str | None
+    created_at: datetime
+    updated_at: datetime

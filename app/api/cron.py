@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 
 from app.api.deps import CronAuth, DbDep, SettingsDep
 from app.db import Database
+from app.handlers.ticks import slot_key
 from app.models import EnqueuedResponse, RunnerSummary
 from app.queue import Runner, enqueue
 
@@ -24,15 +25,8 @@ def get_and_post(path: str, name: str, **kwargs):
     return register
 
 
-def slot(now: datetime, minutes: int) -> str:
-    """The schedule slot `now` falls in: the UTC minute, floored to a multiple of `minutes`."""
-    floored = now.astimezone(UTC).replace(second=0, microsecond=0)
-    floored = floored.replace(minute=floored.minute - floored.minute % minutes)
-    return floored.strftime("%Y-%m-%dT%H:%MZ")
-
-
 async def _tick(db: Database, type: str, minutes: int) -> EnqueuedResponse:
-    key = slot(datetime.now(UTC), minutes)
+    key = slot_key(datetime.now(UTC), minutes)
     async with db.acquire() as conn:
         job = await enqueue(conn, type, key, payload={"slot": key})
     return EnqueuedResponse(job_id=job.id, deduplicated=job.deduplicated)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -35,7 +35,10 @@ async def get_lead(conn: AsyncConnection, lead_id: str | None) -> Mapping[str, A
 
 
 async def store_messages(conn: AsyncConnection, lead_id: str, batch: list[StoredMessage]) -> int:
-    """Insert what is new; a provider message id already stored is skipped. Returns new rows."""
+    """Insert what is new; a provider message id already stored is skipped. Returns new rows.
+
+    A new inbound message stops the lead's follow-up sequences created before it.
+    """
     if not batch:
         return 0
     rows = [
@@ -54,9 +57,24 @@ async def store_messages(conn: AsyncConnection, lead_id: str, batch: list[Stored
         insert(messages)
         .values(rows)
         .on_conflict_do_nothing(index_elements=["channel", "provider_message_id"])
-        .returning(messages.c.id)
+        .returning(messages.c.direction, messages.c.sent_at)
     )
-    return len((await conn.execute(statement)).all())
+    stored = (await conn.execute(statement)).all()
+    replies = [row.sent_at for row in stored if row.direction == "inbound"]
+    if replies:
+        await conn.execute(STOP_FOLLOWUPS, {"lead_id": lead_id, "replied_at": max(replies)})
+    return len(stored)
+
+
+# Unsent steps of the lead's sequences that started before its latest reply stop for good.
+STOP_FOLLOWUPS = text(
+    """
+    UPDATE followup_steps AS s SET state = 'stopped'
+    FROM followups AS f
+    WHERE s.followup_id = f.id AND f.lead_id = :lead_id AND s.state = 'scheduled'
+      AND f.created_at < :replied_at
+    """
+)
 
 
 async def recent_messages(conn: AsyncConnection, lead_id: str, limit: int = 20) -> list[Any]:

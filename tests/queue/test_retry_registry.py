@@ -133,8 +133,7 @@ def test_global_registry_has_the_contract_job_types():
     from app.queue.registry import registry
 
     registered = set(registry.types())
-    # The two send types arrive with follow-up sequences and reactivation campaigns.
-    assert registered == set(CONTRACT_TYPES) - {"followup_send", "reactivation_send"}
+    assert registered == set(CONTRACT_TYPES)
     for type in registered:
         scope = CONTRACT_TYPES[type]
         handler = registry.get(type)

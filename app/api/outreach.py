@@ -1,0 +1,117 @@
+"""Follow-up sequences and reactivation campaigns."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from fastapi import APIRouter, Response
+from sqlalchemy import text
+
+from app.api.deps import ApiAuth, EngineDep
+from app.api.errors import ApiError
+from app.models import (
+    CreatedResponse,
+    FollowupIn,
+    FollowupOut,
+    FollowupStepOut,
+    ReactivationIn,
+    ReactivationOut,
+)
+
+router = APIRouter(prefix="/api", tags=["outreach"], dependencies=[ApiAuth])
+
+CREATE_FOLLOWUP = text(
+    "INSERT INTO followups (id, lead_id) SELECT :id, id FROM leads WHERE id = :lead_id"
+    " RETURNING created_at"
+)
+CREATE_STEPS = text(
+    """
+    INSERT INTO followup_steps (followup_id, index, after_s, channel, text, subject, due_at)
+    VALUES (:followup_id, :index, :after_s, :channel, :text, :subject, :due_at)
+    """
+)
+READ_FOLLOWUP = text(
+    """
+    SELECT f.id, f.lead_id, f.created_at, s.index, s.after_s, s.channel, s.due_at, s.state,
+           s.provider_message_id
+    FROM followups AS f JOIN followup_steps AS s ON s.followup_id = f.id
+    WHERE f.id = :id ORDER BY s.index
+    """
+)
+# Created (xmax = 0), updated, or neither when nothing changed (then no row comes back).
+# A campaign id stays with its client: the WHERE refuses to move it to another.
+UPSERT_REACTIVATION = text(
+    """
+    INSERT INTO reactivations AS r (id, client_id, inactive_days, channel, text, subject)
+    VALUES (:id, :client_id, :inactive_days, :channel, :text, :subject)
+    ON CONFLICT (id) DO UPDATE
+    SET inactive_days = excluded.inactive_days, channel = excluded.channel, text = excluded.text,
+        subject = excluded.subject, updated_at = now()
+    WHERE r.client_id = excluded.client_id
+      AND (r.inactive_days, r.channel, r.text, r.subject)
+          IS DISTINCT FROM (excluded.inactive_days, excluded.channel, excluded.text,
+                            excluded.subject)
+    RETURNING (xmax = 0) AS created
+    """
+)
+READ_REACTIVATION = text("SELECT * FROM reactivations WHERE id = :id")
+
+
+@router.post("/followups", status_code=201, response_model=CreatedResponse)
+async def create_followup(body: FollowupIn, engine: EngineDep) -> CreatedResponse:
+    """Start a follow-up sequence: step n is due after_s seconds from now."""
+    followup_id = f"fu_{secrets.token_hex(10)}"
+    async with engine.begin() as conn:
+        created_at = await conn.scalar(
+            CREATE_FOLLOWUP, {"id": followup_id, "lead_id": body.lead_id}
+        )
+        if created_at is None:
+            raise ApiError(404, "unknown_lead", "No lead with this id.")
+        await conn.execute(
+            CREATE_STEPS,
+            [
+                {
+                    "followup_id": followup_id,
+                    "index": i,
+                    "due_at": created_at + timedelta(seconds=step.after_s),
+                    **step.model_dump(),
+                }
+                for i, step in enumerate(body.steps)
+            ],
+        )
+    return CreatedResponse(id=followup_id)
+
+
+@router.get("/followups/{followup_id}", response_model=FollowupOut)
+async def followup(followup_id: str, engine: EngineDep) -> FollowupOut:
+    """A sequence and the state of each of its steps."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(READ_FOLLOWUP, {"id": followup_id})).all()
+    if not rows:
+        raise ApiError(404, "unknown_followup", "No follow-up sequence with this id.")
+    first = rows[0]
+    steps = [FollowupStepOut.model_validate(row, from_attributes=True) for row in rows]
+    return FollowupOut(id=first.id, lead_id=first.lead_id, created_at=first.created_at, steps=steps)
+
+
+@router.post("/reactivations", response_model=ReactivationOut, status_code=201)
+async def upsert_reactivation(
+    body: ReactivationIn, response: Response, engine: EngineDep
+) -> ReactivationOut:
+    """Create (201) or update (200) a campaign; each inactive lead gets its text once."""
+    async with engine.begin() as conn:
+        if (
+            await conn.scalar(text("SELECT 1 FROM clients WHERE id = :id"), {"id": body.client_id})
+            is None
+        ):
+            raise ApiError(404, "unknown_client", "No client with this id.")
+        created = await conn.scalar(UPSERT_REACTIVATION, body.model_dump())
+        row = (await conn.execute(READ_REACTIVATION, {"id": body.id})).first()
+    if row.client_id != body.client_id:
+        raise ApiError(
+            409, "reactivation_of_other_client", "This campaign id belongs to another client."
+        )
+    if not created:
+        response.status_code = 200
+    return ReactivationOut.model_validate(row, from_attributes=True)
