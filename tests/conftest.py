@@ -12,8 +12,11 @@ import json
 import logging
 import os
 import re
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -25,7 +28,7 @@ from app.migrations import upgrade_to_head
 from app.sandbox import SandboxState, create_sandbox_app
 from app.settings import Settings
 from app.telemetry import JsonFormatter
-from tests.support import ServerThread, swap_database
+from tests.support import ServerThread, free_port, swap_database
 
 ROOT = Path(__file__).resolve().parents[1]
 API_TOKEN = "test-api-token-0123456789"
@@ -133,7 +136,9 @@ class Service:
         self.anon = httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits)
 
     async def run_jobs(self, budget_s: float = 30) -> dict:
-        response = await self.cron.post(f"/api/cron/background-jobs?budget_s={budget_s}")
+        response = await self.cron.post(
+            f"/api/cron/background-jobs?budget_s={budget_s}", timeout=budget_s + 30
+        )
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -159,6 +164,48 @@ async def start_service(make_settings) -> AsyncIterator[Callable[..., Service]]:
     for server, service in running:
         await service.aclose()
         await asyncio.to_thread(server.stop)
+
+
+@pytest.fixture
+async def start_process_service(make_settings) -> AsyncIterator[Callable[..., Awaitable[Service]]]:
+    """Like start_service, but in a process of its own (uvicorn app.main:app, settings in its
+    environment): for crashes, and for load that should not share the tests' interpreter."""
+    running: list[tuple[subprocess.Popen, Service]] = []
+
+    async def start(**overrides: object) -> Service:
+        settings = make_settings(**overrides)
+        env = {"PATH": os.environ.get("PATH", "")}
+        for name, value in settings.model_dump().items():
+            if value is not None:
+                env[name.upper()] = str(value)
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        service = Service(f"http://127.0.0.1:{port}")
+        service.process = process
+        running.append((process, service))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if (await service.anon.get("/healthz")).status_code == 200:
+                    return service
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, "the service process exited"
+            assert time.monotonic() < deadline, "the service process did not start"
+            await asyncio.sleep(0.05)
+
+    yield start
+    for process, service in running:
+        await service.aclose()
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +51,12 @@ class ServerThread:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def swap_database(url: str, name: str) -> str:

@@ -54,9 +54,14 @@ SCHEMA = """
         );
 
         -- One row per (campaign, lead) ever enrolled: "once per campaign" outlives job retention.
+        -- The message is copied at enrollment, so every attempt of a send carries the same body
+        -- under the same Idempotency-Key even if the campaign is edited meanwhile.
         CREATE TABLE reactivation_enrollments (
             reactivation_id text NOT NULL REFERENCES reactivations (id),
             lead_id text NOT NULL REFERENCES leads (id),
+            channel text NOT NULL CHECK (channel IN ('sms', 'email')),
+            text text NOT NULL,
+            subject text,
             state text NOT NULL DEFAULT 'scheduled'
                 CHECK (state IN ('scheduled', 'sent', 'stopped', 'failed')),
             provider_message_id text,

@@ -8,8 +8,7 @@ from sqlalchemy import text
 
 from app.db import driver_connection
 from app.handlers.deps import provider_errors
-from app.handlers.outreach import send_to_lead
-from app.handlers.store import get_lead, store_messages
+from app.handlers.outreach import Outreach, deliver
 from app.handlers.ticks import TICK_BATCH, hand_over, short_of_time, slot_end
 from app.queue import JobContext, JobSpec, enqueue_many, handler
 
@@ -30,24 +29,23 @@ CLAIM_DUE_STEPS = text(
     """
 )
 
-LOAD_STEP = text(
-    """
-    SELECT s.state, s.channel, s.text, s.subject, f.lead_id, f.created_at,
+STEP = Outreach(
+    load="""
+    SELECT s.state, s.channel, s.text, s.subject, l.id AS lead_id, l.sms_contact_id,
+           l.email_lead_id,
            EXISTS (SELECT 1 FROM messages AS m
-                   WHERE m.lead_id = f.lead_id AND m.direction = 'inbound'
+                   WHERE m.lead_id = l.id AND m.direction = 'inbound'
                      AND m.sent_at > f.created_at) AS replied
-    FROM followup_steps AS s JOIN followups AS f ON f.id = s.followup_id
-    WHERE s.followup_id = :followup_id AND s.index = :index
-    """
-)
-
-SET_STATE = text(
-    """
+    FROM followup_steps AS s
+    JOIN followups AS f ON f.id = s.followup_id
+    JOIN leads AS l ON l.id = f.lead_id
+    WHERE s.followup_id = $1 AND s.index = $2
+    """,
+    set_state="""
     UPDATE followup_steps
-    SET state = :state, provider_message_id = :message_id,
-        sent_at = CASE WHEN :state = 'sent' THEN now() END
-    WHERE followup_id = :followup_id AND index = :index AND state = 'scheduled'
-    """
+    SET state = $3, provider_message_id = $4, sent_at = CASE WHEN $3 = 'sent' THEN now() END
+    WHERE followup_id = $1 AND index = $2 AND state = 'scheduled'
+    """,
 )
 
 
@@ -85,24 +83,4 @@ async def followups_tick(ctx: JobContext) -> None:
 @provider_errors
 async def followup_send(ctx: JobContext) -> None:
     """Send one step, unless it was sent, stopped, or the lead replied since the sequence began."""
-    where = {"followup_id": ctx.job.payload["followup_id"], "index": ctx.job.payload["index"]}
-    async with ctx.engine.connect() as conn:
-        step = (await conn.execute(LOAD_STEP, where)).first()
-        lead = await get_lead(conn, step.lead_id) if step else None
-    if step is None or lead is None or step.state != "scheduled":
-        return
-    if step.replied:
-        async with ctx.engine.begin() as conn:
-            await conn.execute(SET_STATE, {**where, "state": "stopped", "message_id": None})
-        return
-
-    async def mark_failed() -> None:
-        async with ctx.engine.begin() as conn:
-            await conn.execute(SET_STATE, {**where, "state": "failed", "message_id": None})
-
-    message = await send_to_lead(ctx, lead, step.channel, step.text, step.subject, mark_failed)
-    async with ctx.engine.begin() as conn:
-        await store_messages(conn, lead["id"], [message])
-        await conn.execute(
-            SET_STATE, {**where, "state": "sent", "message_id": message.provider_message_id}
-        )
+    await deliver(ctx, STEP, ctx.job.payload["followup_id"], ctx.job.payload["index"])

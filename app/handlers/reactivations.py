@@ -9,22 +9,23 @@ from sqlalchemy import text
 
 from app.db import driver_connection
 from app.handlers.deps import provider_errors
-from app.handlers.outreach import send_to_lead
-from app.handlers.store import get_lead, store_messages
+from app.handlers.outreach import Outreach, deliver
 from app.handlers.ticks import TICK_BATCH, hand_over, short_of_time
 from app.queue import JobContext, JobSpec, enqueue_many, handler
 
 log = logging.getLogger("handoff.reactivations")
 
-CAMPAIGNS = text("SELECT id, client_id, inactive_days, channel FROM reactivations ORDER BY id")
+CAMPAIGNS = text(
+    "SELECT id, client_id, inactive_days, channel, text, subject FROM reactivations ORDER BY id"
+)
 
 # Enroll the next inactive leads of a campaign in one statement: no message either way within
 # inactive_days (or none at all), an identity on the campaign's channel, not enrolled before.
 # The enrollment's primary key makes "once per campaign" hold even past job retention.
 ENROLL = text(
     """
-    INSERT INTO reactivation_enrollments (reactivation_id, lead_id)
-    SELECT :campaign, l.id FROM leads AS l
+    INSERT INTO reactivation_enrollments (reactivation_id, lead_id, channel, text, subject)
+    SELECT :campaign, l.id, :channel, :text, :subject FROM leads AS l
     WHERE l.client_id = :client_id
       AND CASE WHEN :channel = 'sms' THEN l.sms_contact_id ELSE l.email_lead_id END IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM messages AS m WHERE m.lead_id = l.id
@@ -38,32 +39,32 @@ ENROLL = text(
     """
 )
 
+# Inactive leads the campaign cannot reach: skipped and counted, not failed.
 NO_IDENTITY = text(
     """
-    SELECT count(*) FROM leads
-    WHERE client_id = :client_id
-      AND CASE WHEN :channel = 'sms' THEN sms_contact_id ELSE email_lead_id END IS NULL
+    SELECT count(*) FROM leads AS l
+    WHERE l.client_id = :client_id
+      AND CASE WHEN :channel = 'sms' THEN l.sms_contact_id ELSE l.email_lead_id END IS NULL
+      AND NOT EXISTS (SELECT 1 FROM messages AS m WHERE m.lead_id = l.id
+                      AND m.sent_at > now() - make_interval(days => :inactive_days))
     """
 )
 
-LOAD_ENROLLMENT = text(
-    """
-    SELECT e.state, e.created_at, r.channel, r.text, r.subject,
+ENROLLMENT = Outreach(
+    load="""
+    SELECT e.state, e.channel, e.text, e.subject, l.id AS lead_id, l.sms_contact_id,
+           l.email_lead_id,
            EXISTS (SELECT 1 FROM messages AS m
-                   WHERE m.lead_id = e.lead_id AND m.direction = 'inbound'
+                   WHERE m.lead_id = l.id AND m.direction = 'inbound'
                      AND m.sent_at > e.created_at) AS replied
-    FROM reactivation_enrollments AS e JOIN reactivations AS r ON r.id = e.reactivation_id
-    WHERE e.reactivation_id = :campaign AND e.lead_id = :lead_id
-    """
-)
-
-SET_STATE = text(
-    """
+    FROM reactivation_enrollments AS e JOIN leads AS l ON l.id = e.lead_id
+    WHERE e.reactivation_id = $1 AND e.lead_id = $2
+    """,
+    set_state="""
     UPDATE reactivation_enrollments
-    SET state = :state, provider_message_id = :message_id,
-        sent_at = CASE WHEN :state = 'sent' THEN now() END
-    WHERE reactivation_id = :campaign AND lead_id = :lead_id AND state = 'scheduled'
-    """
+    SET state = $3, provider_message_id = $4, sent_at = CASE WHEN $3 = 'sent' THEN now() END
+    WHERE reactivation_id = $1 AND lead_id = $2 AND state = 'scheduled'
+    """,
 )
 
 
@@ -80,6 +81,8 @@ async def reactivations_tick(ctx: JobContext) -> None:
             "client_id": campaign.client_id,
             "channel": campaign.channel,
             "inactive_days": campaign.inactive_days,
+            "text": campaign.text,
+            "subject": campaign.subject,
         }
         enrolled = 0
         while True:
@@ -123,26 +126,4 @@ async def reactivations_tick(ctx: JobContext) -> None:
 @provider_errors
 async def reactivation_send(ctx: JobContext) -> None:
     """Send the campaign's text once, unless the lead came back on its own since enrolling."""
-    where = {"campaign": ctx.job.payload["reactivation_id"], "lead_id": ctx.job.lead_id}
-    async with ctx.engine.connect() as conn:
-        enrollment = (await conn.execute(LOAD_ENROLLMENT, where)).first()
-        lead = await get_lead(conn, ctx.job.lead_id)
-    if enrollment is None or lead is None or enrollment.state != "scheduled":
-        return
-    if enrollment.replied:
-        async with ctx.engine.begin() as conn:
-            await conn.execute(SET_STATE, {**where, "state": "stopped", "message_id": None})
-        return
-
-    async def mark_failed() -> None:
-        async with ctx.engine.begin() as conn:
-            await conn.execute(SET_STATE, {**where, "state": "failed", "message_id": None})
-
-    message = await send_to_lead(
-        ctx, lead, enrollment.channel, enrollment.text, enrollment.subject, mark_failed
-    )
-    async with ctx.engine.begin() as conn:
-        await store_messages(conn, lead["id"], [message])
-        await conn.execute(
-            SET_STATE, {**where, "state": "sent", "message_id": message.provider_message_id}
-        )
+    await deliver(ctx, ENROLLMENT, ctx.job.payload["reactivation_id"], ctx.job.lead_id)

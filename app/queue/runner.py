@@ -55,9 +55,13 @@ class JobContext:
     """What a handler gets: its job, the database, the app's dependencies and its deadline."""
 
     job: ClaimedJob
-    engine: AsyncEngine
+    db: Database
     deps: Any
     deadline: float  # on the event loop's clock
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.db.engine
 
     def time_left(self) -> float:
         return self.deadline - asyncio.get_running_loop().time()
@@ -194,7 +198,7 @@ class Runner:
         timeout = min(handler.timeout_s or self.job_timeout_s, self.job_timeout_s)
         job_deadline = started + timeout
         deadline = min(job_deadline, budget_deadline)
-        ctx = JobContext(job, self.db.engine, self.deps, deadline)
+        ctx = JobContext(job, self.db, self.deps, deadline)
         try:
             async with asyncio.timeout_at(deadline) as scope:
                 await handler.fn(ctx)

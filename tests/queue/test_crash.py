@@ -3,46 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
 
 from app.sandbox.data import sms_history
-from tests.conftest import CRON_SECRET, ROOT, SANDBOX_KEY
 from tests.support import seed
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def serve_in_subprocess(database_url: str, sandbox_url: str, port: int) -> subprocess.Popen:
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "DATABASE_URL": database_url,
-        "CRON_SECRET": CRON_SECRET,
-        "SMS_PROVIDER_URL": f"{sandbox_url}/sms",
-        "SMS_PROVIDER_KEY": SANDBOX_KEY,
-        "EMAIL_PROVIDER_URL": f"{sandbox_url}/email",
-        "EMAIL_PROVIDER_KEY": SANDBOX_KEY,
-        "JOB_TIMEOUT_S": "2",
-        "LEASE_GRACE_S": "1",
-        "PROVIDER_TIMEOUT_S": "60",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 async def wait_for(predicate, within_s: float = 20.0) -> None:
@@ -53,9 +22,9 @@ async def wait_for(predicate, within_s: float = 20.0) -> None:
 
 
 async def test_killed_runner_job_is_reclaimed_after_the_lease(
-    start_service, sandbox, db, database_url
+    start_service, start_process_service, sandbox, db
 ):
-    state, sandbox_url = sandbox
+    state, _ = sandbox
     service = start_service(job_timeout_s=2, lease_grace_s=1)
     [lead] = await seed(service, leads=1)
     contact = f"c-{lead}"
@@ -66,36 +35,17 @@ async def test_killed_runner_job_is_reclaimed_after_the_lease(
     # The first page is stored, then the second page's call hangs: the job is half done.
     state.add_fault("sms", "hang", hang_s=30, times=1, skip=1)
 
-    port = free_port()
-    doomed = serve_in_subprocess(database_url, sandbox_url, port)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+    doomed = await start_process_service(job_timeout_s=2, lease_grace_s=1, provider_timeout_s=60)
+    runner = asyncio.create_task(doomed.run_jobs(budget_s=60))
 
-            async def up() -> bool:
-                try:
-                    return (await client.get("/healthz")).status_code == 200
-                except httpx.TransportError:
-                    return False
+    async def hanging() -> bool:
+        return state.count("sms", "list") >= 2
 
-            await wait_for(up)
-            runner = asyncio.create_task(
-                client.post(
-                    "/api/cron/background-jobs?budget_s=60",
-                    headers={"Authorization": f"Bearer {CRON_SECRET}"},
-                    timeout=60,
-                )
-            )
-
-            async def hanging() -> bool:
-                return state.count("sms", "list") >= 2
-
-            await wait_for(hanging)
-            os.kill(doomed.pid, signal.SIGKILL)
-            doomed.wait(timeout=10)
-            runner.cancel()
-    finally:
-        if doomed.poll() is None:
-            doomed.kill()
+    await wait_for(hanging)
+    os.kill(doomed.process.pid, signal.SIGKILL)
+    doomed.process.wait(timeout=10)
+    with contextlib.suppress(httpx.HTTPError):
+        await runner
 
     job = await db.fetchrow("SELECT status, attempts, locked_until FROM jobs WHERE id = $1", job_id)
     assert (job["status"], job["attempts"]) == ("running", 1)
