@@ -17,9 +17,9 @@ target_metadata = SQLModel.metadata
 
 
 def _url() -> str:
-    url = config.attributes.get("database_url") or load_settings().database_url
+    url = config.attributes.get("database_url") or load_settings().direct_url
     if not url:
-        raise SystemExit("handoff: set DATABASE_URL to run migrations")
+        raise SystemExit("handoff: set DATABASE_URL (or DATABASE_DIRECT_URL) to run migrations")
     return async_url(url)
 
 

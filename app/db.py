@@ -51,7 +51,17 @@ def asyncpg_dsn(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
+def make_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 10, pooled: bool = False
+) -> AsyncEngine:
+    connect_args: dict[str, object] = {
+        "timeout": CONNECT_TIMEOUT_S,
+        "server_settings": {"application_name": "handoff"},
+    }
+    if pooled:
+        # PgBouncer in transaction mode hands each transaction to any server connection, where
+        # a statement prepared on another one does not exist: cache nothing.
+        connect_args |= {"prepared_statement_cache_size": 0, "statement_cache_size": 0}
     return create_async_engine(
         async_url(url),
         pool_size=pool_size,
@@ -60,10 +70,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Asy
         pool_recycle=1800,
         # Statement parameters can hold message text: keep them out of error messages.
         hide_parameters=True,
-        connect_args={
-            "timeout": CONNECT_TIMEOUT_S,
-            "server_settings": {"application_name": "handoff"},
-        },
+        connect_args=connect_args,
     )
 
 
@@ -75,7 +82,7 @@ class Database:
     pool: asyncpg.Pool
 
     @classmethod
-    async def open(cls, url: str, *, pool_size: int = 10) -> Database:
+    async def open(cls, url: str, *, pool_size: int = 10, pooled: bool = False) -> Database:
         pool = await asyncpg.create_pool(
             asyncpg_dsn(url),
             # No connection at start-up: the app starts (and answers 503) with the database down.
@@ -84,8 +91,10 @@ class Database:
             timeout=CONNECT_TIMEOUT_S,
             max_inactive_connection_lifetime=300,
             server_settings={"application_name": "handoff"},
+            # Behind a transaction-mode pooler: see make_engine.
+            statement_cache_size=0 if pooled else 100,
         )
-        return cls(make_engine(url, pool_size=pool_size), pool)
+        return cls(make_engine(url, pool_size=pool_size, pooled=pooled), pool)
 
     def acquire(self):  # noqa: ANN201 - asyncpg's PoolAcquireContext
         return self.pool.acquire(timeout=POOL_TIMEOUT_S)

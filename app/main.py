@@ -12,8 +12,9 @@ import app.handlers  # noqa: F401  (registers every job handler)
 from app.api import cron, dashboard, errors, health, jobs, leads, outreach, sync, webhooks
 from app.db import Database
 from app.handlers import Providers
+from app.queue.notify import Notifier
 from app.settings import Settings, get_settings
-from app.telemetry import configure_logging, register_secret
+from app.telemetry import configure_logging, register_secrets
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -25,26 +26,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_logging()
         if not settings.database_url:
             raise SystemExit("handoff: DATABASE_URL is not set")
-        for secret in (
-            settings.api_token,
-            settings.cron_secret,
-            settings.webhook_secret,
-            settings.sms_provider_key,
-            settings.email_provider_key,
-            settings.ai_provider_key,
-        ):
-            register_secret(secret)
+        register_secrets(settings)
         app.state.settings = settings
-        app.state.db = await Database.open(settings.database_url)
+        app.state.db = await Database.open(settings.database_url, pooled=settings.pooled)
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        async with httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.provider_timeout_s), limits=limits
-        ) as http:
-            app.state.providers = Providers.from_settings(settings, http)
-            try:
+        timeout = httpx.Timeout(settings.provider_timeout_s)
+        try:
+            async with (
+                httpx.AsyncClient(timeout=timeout, limits=limits) as http,
+                Notifier(app.state.db),
+            ):
+                app.state.providers = Providers.from_settings(settings, http)
                 yield
-            finally:
-                await app.state.db.close()
+        finally:
+            await app.state.db.close()
 
     app = FastAPI(
         title="handoff",

@@ -22,6 +22,15 @@ class Settings(BaseSettings):
     # Postgres to use: postgresql:// or postgresql+asyncpg://, pooled or direct.
     # Unset means the embedded default, which only the local run and the tests start.
     database_url: str | None = None
+    # A direct (unpooled) connection to the same database, for migrations and LISTEN, which a
+    # transaction-mode pooler cannot carry. Unset: DATABASE_URL serves for both.
+    database_direct_url: str | None = None
+    # DATABASE_URL goes through PgBouncer in transaction mode (as Neon's -pooler hosts do):
+    # no prepared-statement caching. Unset: on when the URL's host contains "-pooler".
+    database_pooled: bool | None = None
+    # Finished jobs are pruned this many days after they finish; failed ones after the second.
+    job_retention_days: float = Field(7, gt=0, le=3650)
+    failed_job_retention_days: float = Field(30, gt=0, le=3650)
     # Bearer token for the API routes; unset means those routes answer 503 (fail closed).
     api_token: str | None = None
     # Bearer token for /api/cron/*; unset means those routes answer 503 (fail closed).
@@ -48,10 +57,14 @@ class Settings(BaseSettings):
     # Extra time before a crashed runner's job may be reclaimed: the lease is
     # JOB_TIMEOUT_S + LEASE_GRACE_S, so it always outlasts the attempt it covers.
     lease_grace_s: float = Field(30, ge=0, le=86_400)
+    # How often an idle worker looks for due jobs when no notification wakes it.
+    worker_poll_interval_s: float = Field(1, gt=0, le=3_600)
+    # How long a stopping worker lets running jobs finish before it releases them.
+    worker_grace_s: float = Field(10, ge=0, le=3_600)
     # Bound on each outbound HTTP call, the whole call including a slow body.
     provider_timeout_s: float = Field(10, gt=0, le=3_600)
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_direct_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -107,6 +120,19 @@ class Settings(BaseSettings):
     @property
     def lease_s(self) -> float:
         return self.job_timeout_s + self.lease_grace_s
+
+    @property
+    def pooled(self) -> bool:
+        """Whether DATABASE_URL goes through a transaction-mode pooler."""
+        if self.database_pooled is not None:
+            return self.database_pooled
+        host = (self.database_url or "").split("@")[-1].split("/")[0]
+        return "-pooler" in host
+
+    @property
+    def direct_url(self) -> str | None:
+        """Where migrations and LISTEN connect."""
+        return self.database_direct_url or self.database_url
 
 
 def describe_error(error: ValidationError) -> str:

@@ -37,6 +37,19 @@ def register_secret(value: str | None) -> None:
         _secrets.add(value)
 
 
+def register_secrets(settings: Any) -> None:
+    """Mask every secret the settings hold."""
+    for name in (
+        "api_token",
+        "cron_secret",
+        "webhook_secret",
+        "sms_provider_key",
+        "email_provider_key",
+        "ai_provider_key",
+    ):
+        register_secret(getattr(settings, name))
+
+
 def _mask_phone(match: re.Match[str]) -> str:
     found = match.group(0)
     if _DATE.match(found) or sum(ch.isdigit() for ch in found) < 9:

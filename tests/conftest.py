@@ -166,6 +166,25 @@ async def start_service(make_settings) -> AsyncIterator[Callable[..., Service]]:
         await asyncio.to_thread(server.stop)
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a process these settings."""
+    env = {"PATH": os.environ.get("PATH", "")}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[name.upper()] = str(value)
+    return env
+
+
+def spawn(args: list[str], settings: Settings) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=settings_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 @pytest.fixture
 async def start_process_service(make_settings) -> AsyncIterator[Callable[..., Awaitable[Service]]]:
     """Like start_service, but in a process of its own (uvicorn app.main:app, settings in its
@@ -173,18 +192,9 @@ async def start_process_service(make_settings) -> AsyncIterator[Callable[..., Aw
     running: list[tuple[subprocess.Popen, Service]] = []
 
     async def start(**overrides: object) -> Service:
-        settings = make_settings(**overrides)
-        env = {"PATH": os.environ.get("PATH", "")}
-        for name, value in settings.model_dump().items():
-            if value is not None:
-                env[name.upper()] = str(value)
         port = free_port()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        process = spawn(
+            ["-m", "uvicorn", "app.main:app", "--port", str(port)], make_settings(**overrides)
         )
         service = Service(f"http://127.0.0.1:{port}")
         service.process = process
@@ -203,6 +213,23 @@ async def start_process_service(make_settings) -> AsyncIterator[Callable[..., Aw
     yield start
     for process, service in running:
         await service.aclose()
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def start_worker(make_settings) -> Iterator[Callable[..., subprocess.Popen]]:
+    """`python -m app.worker` with these setting overrides; killed after the test if alive."""
+    running: list[subprocess.Popen] = []
+
+    def start(**overrides: object) -> subprocess.Popen:
+        process = spawn(["-m", "app.worker"], make_settings(**overrides))
+        running.append(process)
+        return process
+
+    yield start
+    for process in running:
         if process.poll() is None:
             process.kill()
         process.wait(timeout=10)

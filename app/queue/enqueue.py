@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
+from app.queue import notify
 from app.queue.registry import Registry, registry
 from app.queue.sql import QUERIES
 
@@ -66,6 +67,8 @@ async def enqueue(
         handler.max_attempts,
         run_at,
     )
+    if not row["deduplicated"] and _due(run_at):
+        notify.job_due()
     return Enqueued(str(row["id"]), row["type"], row["status"], row["deduplicated"], full_key)
 
 
@@ -98,4 +101,10 @@ async def enqueue_many(
         )
         for r in rows
     }
+    if any(not r["deduplicated"] for r in rows) and any(_due(s.run_at) for s in unique):
+        notify.job_due()
     return [by_key[dedupe_key(type, key)] for key in first]
+
+
+def _due(run_at: datetime | None) -> bool:
+    return run_at is None or run_at <= datetime.now(UTC)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 import uuid
 from collections import Counter
@@ -154,7 +155,7 @@ class Runner:
                 if free > 0 and not out_of_time:
                     for job in await self.claim(free):
                         summary.released_stale += job.stale
-                        in_flight.add(asyncio.create_task(self._attempt(job, deadline)))
+                        in_flight.add(asyncio.create_task(self.attempt(job, deadline)))
                 if not in_flight:
                     break
                 done, in_flight = await asyncio.wait(
@@ -166,7 +167,7 @@ class Runner:
                 if not done:
                     break
         finally:
-            summary.outcomes.update(await self._stop(in_flight))
+            summary.outcomes.update(await self.stop(in_flight))
         summary.remaining_due = await self.count_due()
         cut_short = out_of_time or summary.outcomes["released"] > 0
         summary.stop_reason = "budget" if cut_short else "drained"
@@ -174,7 +175,7 @@ class Runner:
         log.info("runner finished", extra=summary.as_dict())
         return summary
 
-    async def _stop(self, tasks: set[asyncio.Task[Outcome]]) -> list[Outcome]:
+    async def stop(self, tasks: set[asyncio.Task[Outcome]]) -> list[Outcome]:
         """Cancel what is still in flight; each cancelled attempt releases its own job."""
         for task in tasks:
             task.cancel()
@@ -183,7 +184,8 @@ class Runner:
         done, _ = await asyncio.wait(tasks, timeout=CANCEL_GRACE_S)
         return [t.result() for t in done if not t.cancelled()]
 
-    async def _attempt(self, job: ClaimedJob, budget_deadline: float) -> Outcome:
+    async def attempt(self, job: ClaimedJob, budget_deadline: float = math.inf) -> Outcome:
+        """Run one claimed job once, within its timeout and the budget, and record how it went."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         error: str | None = None

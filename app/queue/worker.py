@@ -1,0 +1,113 @@
+"""The long-running worker: the runner's claim and attempt, in a loop that never ends on its own.
+
+It keeps up to `concurrency` jobs running, claims again as soon as a slot frees, and otherwise
+sleeps until a NOTIFY says a job is due or the poll interval passes (a notification may be
+lost; the poll is the floor). On `stop` it claims nothing more, gives running jobs `grace_s`
+to finish, then cancels the rest, which releases them to `pending` for any other worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from app.queue.notify import CHANNEL
+from app.queue.runner import Outcome, Runner
+
+log = logging.getLogger("handoff.worker")
+
+POLL_INTERVAL_S = 1.0
+GRACE_S = 10.0
+# After a database error, wait this long before claiming again.
+ERROR_PAUSE_S = 1.0
+
+
+class Worker:
+    def __init__(
+        self,
+        runner: Runner,
+        listen: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
+        *,
+        poll_interval_s: float = POLL_INTERVAL_S,
+        grace_s: float = GRACE_S,
+    ) -> None:
+        self.runner = runner
+        self.listen = listen
+        self.poll_interval_s = poll_interval_s
+        self.grace_s = grace_s
+        self.wakeup = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+
+    @property
+    def invocation_id(self) -> str:
+        return self.runner.invocation_id
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until `stop` is set; return with no claimed job left running."""
+        extra = {"invocation_id": self.invocation_id}
+        log.info("worker started", extra=extra)
+        in_flight: set[asyncio.Task[Outcome]] = set()
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                await self._ensure_listening()
+                free = self.runner.concurrency - len(in_flight)
+                claimed = []
+                if free > 0:
+                    try:
+                        claimed = await self.runner.claim(free)
+                    except Exception:
+                        log.warning("claim failed", exc_info=True, extra=extra)
+                        await asyncio.wait([stopping], timeout=ERROR_PAUSE_S)
+                        continue
+                for job in claimed:
+                    in_flight.add(asyncio.create_task(self.runner.attempt(job)))
+                woken: asyncio.Task | None = None
+                waiters: set[asyncio.Future] = {*in_flight, stopping}
+                if not claimed or len(claimed) < free:
+                    # Nothing more is due: also wake on a notification or the poll interval.
+                    self.wakeup.clear()
+                    woken = asyncio.create_task(self.wakeup.wait())
+                    waiters.add(woken)
+                timeout = self.poll_interval_s if woken else None
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if woken:
+                    woken.cancel()
+                in_flight = {t for t in in_flight if not t.done()}
+        finally:
+            stopping.cancel()
+            await self._drain(in_flight)
+            await self._unlisten()
+            log.info("worker stopped", extra=extra)
+
+    async def _drain(self, in_flight: set[asyncio.Task[Outcome]]) -> None:
+        if in_flight:
+            _, still_running = await asyncio.wait(in_flight, timeout=self.grace_s)
+            # Each cancelled attempt releases its job back to pending.
+            await self.runner.stop(still_running)
+
+    def _notified(self, *_: object) -> None:
+        self.wakeup.set()
+
+    async def _ensure_listening(self) -> None:
+        if self.listen is None or (self._listener is not None and not self._listener.is_closed()):
+            return
+        try:
+            self._listener = await self.listen()
+            await self._listener.add_listener(CHANNEL, self._notified)
+        except Exception:
+            # Polling carries on; the next loop tries again.
+            log.warning(
+                "cannot listen for notifications; polling",
+                extra={"invocation_id": self.invocation_id},
+            )
+            self._listener = None
+
+    async def _unlisten(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            with contextlib.suppress(Exception):
+                await self._listener.close(timeout=2)

@@ -1,0 +1,71 @@
+"""`python -m app.worker`: a long-running worker on the same settings as the API.
+
+It drains continuously, wakes within a second of an enqueue (LISTEN/NOTIFY, polling as a
+fallback), and on SIGTERM or SIGINT stops claiming, lets running jobs finish within a grace
+period, releases the rest and exits 0 with no job left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+
+import asyncpg
+import httpx
+
+import app.handlers  # noqa: F401  (registers every job handler)
+from app.db import Database, asyncpg_dsn
+from app.handlers import Providers
+from app.queue import Runner
+from app.queue.notify import Notifier
+from app.queue.worker import Worker
+from app.settings import Settings, load_settings
+from app.telemetry import configure_logging, register_secrets
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    """Run one worker until `stop` is set."""
+    if not settings.database_url:
+        raise SystemExit("handoff: DATABASE_URL is not set")
+    register_secrets(settings)
+    db = await Database.open(settings.database_url, pooled=settings.pooled)
+    direct = asyncpg_dsn(settings.direct_url or settings.database_url)
+    try:
+        async with httpx.AsyncClient(timeout=settings.provider_timeout_s) as http, Notifier(db):
+            runner = Runner(
+                db,
+                deps=Providers.from_settings(settings, http),
+                concurrency=settings.runner_concurrency,
+                job_timeout_s=settings.job_timeout_s,
+                lease_s=settings.lease_s,
+                invocation_id=f"worker-{uuid.uuid4().hex[:12]}",
+            )
+            listen = lambda: asyncpg.connect(direct, timeout=5)  # noqa: E731
+            worker = Worker(
+                runner,
+                listen,
+                poll_interval_s=settings.worker_poll_interval_s,
+                grace_s=settings.worker_grace_s,
+            )
+            await worker.run(stop)
+    finally:
+        await db.close()
+
+
+def main() -> None:
+    settings = load_settings()
+    configure_logging()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_worker(settings, stop)
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
