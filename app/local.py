@@ -3,7 +3,9 @@
     python -m app.local [--host 127.0.0.1] [--port 8000]
 
 Settings from the environment win; what is unset gets a local default: the embedded database
-under ./.data/, the sandbox providers mounted at /sandbox, and freshly generated secrets.
+under ./.data/, the sandbox providers mounted at /sandbox, and freshly generated secrets. Beside
+the API it runs one worker and plays vercel.json's cron schedule against the API, all in this
+one process, so jobs drain by themselves as they would in production.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from sqlalchemy.dialects.postgresql import insert
 
 from app.db import make_engine, start_embedded
 from app.handlers.store import leads
+from app.localcron import play_all
 from app.main import create_app
 from app.migrations import upgrade_to_head
 from app.models import Client
 from app.sandbox import create_sandbox_app
-from app.settings import load_settings
+from app.settings import Settings, load_settings
 from app.telemetry import configure_logging
+from app.worker import run_worker
 
 DEMO_CLIENT = {"id": "demo", "name": "Demo Realty"}
 DEMO_LEADS = [
@@ -93,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
 
     app = create_app(settings)
     app.mount("/sandbox", create_sandbox_app(key=sandbox_key))
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_config=None))
     print(
         f"\n  handoff is running\n"
         f"  dashboard:   {base}/?token={settings.api_token}\n"
@@ -102,7 +107,21 @@ def main(argv: list[str] | None = None) -> None:
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None)
+    asyncio.run(serve(server, settings, base))
+
+
+async def serve(server: uvicorn.Server, settings: Settings, base_url: str) -> None:
+    """The API, a worker and the cron schedule, until the API server is told to stop."""
+    stop = asyncio.Event()
+    beside = [
+        asyncio.create_task(run_worker(settings, stop)),
+        asyncio.create_task(play_all(base_url, settings.cron_secret or "", stop)),
+    ]
+    try:
+        await server.serve()
+    finally:
+        stop.set()
+        await asyncio.gather(*beside, return_exceptions=True)
 
 
 if __name__ == "__main__":

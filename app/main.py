@@ -9,7 +9,18 @@ import httpx
 from fastapi import FastAPI
 
 import app.handlers  # noqa: F401  (registers every job handler)
-from app.api import cron, dashboard, errors, health, jobs, leads, outreach, sync, webhooks
+from app.api import (
+    cron,
+    dashboard,
+    errors,
+    health,
+    jobs,
+    leads,
+    metrics,
+    outreach,
+    sync,
+    webhooks,
+)
 from app.db import Database
 from app.handlers import Providers
 from app.queue.notify import Notifier
@@ -48,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for router in (sync, webhooks, cron, jobs, leads, outreach, health, dashboard):
+    for router in (sync, webhooks, cron, jobs, leads, outreach, metrics, health, dashboard):
         app.include_router(router.router)
     return app
 

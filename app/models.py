@@ -204,6 +204,7 @@ class RunnerSummary(BaseModel):
     released: int
     released_stale: int
     remaining_due: int
+    oldest_due_age_s: float
     duration_ms: int
     stop_reason: Literal["drained", "budget"]
 

@@ -8,6 +8,8 @@ period, releases the rest and exits 0 with no job left running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import signal
 import uuid
 
@@ -19,9 +21,12 @@ from app.db import Database, asyncpg_dsn
 from app.handlers import Providers
 from app.queue import Runner
 from app.queue.notify import Notifier
+from app.queue.retention import schedule_pruning
 from app.queue.worker import Worker
 from app.settings import Settings, load_settings
 from app.telemetry import configure_logging, register_secrets
+
+PRUNE_EVERY_S = 600
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
@@ -48,9 +53,25 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 poll_interval_s=settings.worker_poll_interval_s,
                 grace_s=settings.worker_grace_s,
             )
+            pruning = asyncio.create_task(keep_pruning(db, settings, stop))
             await worker.run(stop)
+            await pruning
     finally:
         await db.close()
+
+
+async def keep_pruning(db: Database, settings: Settings, stop: asyncio.Event) -> None:
+    """Upsert the hourly prune job now and then; the runner side does so on each call."""
+    while not stop.is_set():
+        try:
+            async with db.acquire() as conn:
+                await schedule_pruning(
+                    conn, settings.job_retention_days, settings.failed_job_retention_days
+                )
+        except Exception:
+            logging.getLogger("handoff.worker").warning("could not schedule pruning", exc_info=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=PRUNE_EVERY_S)
 
 
 def main() -> None:

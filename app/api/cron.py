@@ -11,6 +11,7 @@ from app.db import Database
 from app.handlers.ticks import slot_key
 from app.models import EnqueuedResponse, RunnerSummary
 from app.queue import Runner, enqueue
+from app.queue.retention import schedule_pruning
 
 router = APIRouter(prefix="/api/cron", tags=["cron"], dependencies=[CronAuth])
 
@@ -53,6 +54,10 @@ async def background_jobs(
 ) -> RunnerSummary:
     """Drain due jobs until none is due or the budget is spent."""
     budget = min(budget_s or settings.runner_budget_s, settings.runner_budget_s)
+    async with db.acquire() as conn:
+        await schedule_pruning(
+            conn, settings.job_retention_days, settings.failed_job_retention_days
+        )
     runner = Runner(
         db,
         deps=request.app.state.providers,

@@ -11,6 +11,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.api.deps import DbDep, SettingsDep
 from app.api.errors import ApiError, describe_validation_error
+from app.metrics import WEBHOOK_REJECTIONS
 from app.models import EnqueuedResponse, InboundEmail
 from app.queue import enqueue
 
@@ -56,16 +57,10 @@ def verify(secret: str, body: bytes, headers: dict[str, str]) -> None:
         ) from None
 
 
-@router.post("/webhooks/email", status_code=202, response_model=EnqueuedResponse | dict[str, bool])
-async def email_webhook(request: Request, db: DbDep, settings: SettingsDep) -> Any:
-    """Accept a signed email delivery and enqueue its processing."""
-    if not settings.webhook_secret:
-        raise ApiError(503, "not_configured", "WEBHOOK_SECRET is not set on this server.")
-    body = await read_body(request)
-    headers = signature_headers(request)
-    verify(settings.webhook_secret, body, headers)
-    delivery_id = headers["webhook-id"]
-    if len(delivery_id) > MAX_DELIVERY_ID:
+def parse_delivery(body: bytes, headers: dict[str, str], secret: str) -> InboundEmail | None:
+    """The verified delivery's email, or None for an event type we do not handle."""
+    verify(secret, body, headers)
+    if len(headers["webhook-id"]) > MAX_DELIVERY_ID:
         raise ApiError(422, "validation_error", "webhook-id is longer than 255 characters.")
     try:
         event = json.loads(body)
@@ -74,17 +69,33 @@ async def email_webhook(request: Request, db: DbDep, settings: SettingsDep) -> A
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
         raise ApiError(422, "validation_error", "type: a string event type is required")
     if event["type"] != HANDLED_TYPE:
-        return {"ignored": True}
+        return None
     try:
-        data = InboundEmail.model_validate(event.get("data"))
+        return InboundEmail.model_validate(event.get("data"))
     except ValidationError as error:
         details = "; ".join(f"data.{describe_validation_error(e)}" for e in error.errors()[:5])
         raise ApiError(422, "validation_error", details) from None
+
+
+@router.post("/webhooks/email", status_code=202, response_model=EnqueuedResponse | dict[str, bool])
+async def email_webhook(request: Request, db: DbDep, settings: SettingsDep) -> Any:
+    """Accept a signed email delivery and enqueue its processing."""
+    try:
+        if not settings.webhook_secret:
+            raise ApiError(503, "not_configured", "WEBHOOK_SECRET is not set on this server.")
+        body = await read_body(request)
+        headers = signature_headers(request)
+        data = parse_delivery(body, headers, settings.webhook_secret)
+    except ApiError as refused:
+        WEBHOOK_REJECTIONS.labels(refused.error).inc()
+        raise
+    if data is None:
+        return {"ignored": True}
     async with db.acquire() as conn:
         job = await enqueue(
             conn,
             "email_inbound",
-            delivery_id,
+            headers["webhook-id"],
             client_id=data.client_id,
             payload=data.model_dump(mode="json", by_alias=True),
         )

@@ -86,7 +86,8 @@ async def email_inbound(ctx: JobContext) -> None:
             datetime.fromisoformat(data["received_at"]),
             data["subject"],
         )
-        await store_messages(conn, lead_id, [message])
+        if not await store_messages(conn, lead_id, [message]):
+            return  # stored (and scored) by an earlier delivery
         await enqueue(
             await driver_connection(conn),
             "lead_scoring",

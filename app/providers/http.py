@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 import httpx
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
+from app.metrics import PROVIDER_CALLS, status_class
 from app.providers.errors import (
     MAX_RETRY_AFTER_S,
     MalformedResponse,
@@ -86,13 +87,17 @@ async def request_json(
                 method, url, json=json, params=params, headers=sent_headers, timeout=timeout_s
             )
     except (httpx.TimeoutException, TimeoutError):
+        PROVIDER_CALLS.labels(provider, "timeout").inc()
         raise Transient(provider, f"timed out after {timeout_s:g}s") from None
     except httpx.TransportError:
+        PROVIDER_CALLS.labels(provider, "error").inc()
         raise Transient(provider, "connection failed") from None
     except httpx.DecodingError:
+        PROVIDER_CALLS.labels(provider, "error").inc()
         raise MalformedResponse(provider, "undecodable response body") from None
 
     status = response.status_code
+    PROVIDER_CALLS.labels(provider, status_class(status)).inc()
     if 200 <= status < 300:
         try:
             return response.json()

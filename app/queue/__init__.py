@@ -1,5 +1,6 @@
 """The queue core: enqueue, claim, run and record jobs. Knows nothing of what jobs do."""
 
+from app.queue import retention  # registers prune_jobs
 from app.queue.enqueue import Enqueued, JobSpec, enqueue, enqueue_many
 from app.queue.registry import Handler, Registry, handler, registry
 from app.queue.retry import Discard, RetryLater, backoff_s
@@ -21,4 +22,5 @@ __all__ = [
     "enqueue_many",
     "handler",
     "registry",
+    "retention",
 ]

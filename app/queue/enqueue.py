@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from app.metrics import JOBS_ENQUEUED
 from app.queue import notify
 from app.queue.registry import Registry, registry
 from app.queue.sql import QUERIES
@@ -67,6 +68,7 @@ async def enqueue(
         handler.max_attempts,
         run_at,
     )
+    JOBS_ENQUEUED.labels(type, _flag(row["deduplicated"])).inc()
     if not row["deduplicated"] and _due(run_at):
         notify.job_due()
     return Enqueued(str(row["id"]), row["type"], row["status"], row["deduplicated"], full_key)
@@ -101,9 +103,20 @@ async def enqueue_many(
         )
         for r in rows
     }
+    for r in rows:
+        # A key asked for n times in one batch: one request created it (unless it already
+        # existed), the others were absorbed.
+        asked = counts[r["dedupe_key"].removeprefix(f"{type}:")]
+        created = 0 if r["deduplicated"] else 1
+        JOBS_ENQUEUED.labels(type, "false").inc(created)
+        JOBS_ENQUEUED.labels(type, "true").inc(asked - created)
     if any(not r["deduplicated"] for r in rows) and any(_due(s.run_at) for s in unique):
         notify.job_due()
     return [by_key[dedupe_key(type, key)] for key in first]
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
 
 
 def _due(run_at: datetime | None) -> bool:

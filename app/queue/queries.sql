@@ -94,9 +94,13 @@ SET status = 'pending', attempts = greatest(attempts - 1, 0),
 WHERE id = $1 AND lock_token = $2::uuid AND status = 'running'
 
 -- count_due --
--- What the next runner would find: due pending jobs plus running jobs whose lease expired.
+-- What the next runner would find: due pending jobs plus running jobs whose lease expired,
+-- and how long the oldest due one has waited; each part reads one partial index.
 SELECT (SELECT count(*) FROM jobs WHERE status = 'pending' AND run_at <= now())
-     + (SELECT count(*) FROM jobs WHERE status = 'running' AND locked_until < now()) AS due
+     + (SELECT count(*) FROM jobs WHERE status = 'running' AND locked_until < now()) AS due,
+       coalesce(extract(epoch FROM now() - (SELECT min(run_at) FROM jobs
+                                           WHERE status = 'pending' AND run_at <= now())), 0)
+           AS oldest_s
 
 -- manual_retry --
 -- failed/cancelled -> pending, unless an active twin holds the key (the caller answers 409).

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import Database
+from app.metrics import ATTEMPT_SECONDS, RUNNER_INVOCATIONS
 from app.queue.registry import Registry, UnknownJobType, registry
 from app.queue.retry import Discard, RetryLater, backoff_s
 from app.queue.sql import QUERIES
@@ -33,6 +34,8 @@ MIN_CLAIM_S = 1.0
 CANCEL_GRACE_S = 1.0
 # Delay before a released job may be claimed again.
 RELEASE_DELAY_S = 1.0
+# A runner's summary is logged as a warning when the oldest due job has waited longer.
+OLDEST_DUE_WARN_S = 300.0
 
 Outcome = Literal["succeeded", "retried", "failed", "released", "lease_lost"]
 
@@ -74,6 +77,7 @@ class DrainSummary:
     outcomes: Counter[str] = field(default_factory=Counter)
     released_stale: int = 0
     remaining_due: int = 0
+    oldest_due_age_s: float = 0.0
     duration_ms: int = 0
     stop_reason: Literal["drained", "budget"] = "drained"
 
@@ -87,6 +91,7 @@ class DrainSummary:
             "released": self.outcomes["released"],
             "released_stale": self.released_stale,
             "remaining_due": self.remaining_due,
+            "oldest_due_age_s": self.oldest_due_age_s,
             "duration_ms": self.duration_ms,
             "stop_reason": self.stop_reason,
         }
@@ -135,9 +140,11 @@ class Runner:
             for r in rows
         ]
 
-    async def count_due(self) -> int:
+    async def due(self) -> tuple[int, float]:
+        """How many jobs the next runner would find, and how long the oldest due one waited."""
         async with self.db.acquire() as conn:
-            return int(await conn.fetchval(QUERIES["count_due"]))
+            row = await conn.fetchrow(QUERIES["count_due"])
+        return int(row["due"]), round(float(row["oldest_s"]), 3)
 
     async def drain(self, budget_s: float) -> DrainSummary:
         """Run due jobs until none is due or the budget is spent; never leave one running."""
@@ -168,11 +175,17 @@ class Runner:
                     break
         finally:
             summary.outcomes.update(await self.stop(in_flight))
-        summary.remaining_due = await self.count_due()
+        summary.remaining_due, summary.oldest_due_age_s = await self.due()
         cut_short = out_of_time or summary.outcomes["released"] > 0
         summary.stop_reason = "budget" if cut_short else "drained"
         summary.duration_ms = round((time.monotonic() - started) * 1000)
-        log.info("runner finished", extra=summary.as_dict())
+        RUNNER_INVOCATIONS.labels(summary.stop_reason).inc()
+        late = summary.oldest_due_age_s > OLDEST_DUE_WARN_S
+        log.log(
+            logging.WARNING if late else logging.INFO,
+            "runner finished" + (": the oldest due job has waited too long" if late else ""),
+            extra=summary.as_dict(),
+        )
         return summary
 
     async def stop(self, tasks: set[asyncio.Task[Outcome]]) -> list[Outcome]:
@@ -276,6 +289,7 @@ class Runner:
         if not updated:
             outcome = "lease_lost"
         duration_ms = round((asyncio.get_running_loop().time() - started) * 1000)
+        ATTEMPT_SECONDS.labels(job.type, outcome).observe(duration_ms / 1000)
         level = logging.WARNING if outcome in ("failed", "lease_lost") else logging.INFO
         log.log(
             level,

@@ -1,0 +1,79 @@
+"""Prometheus metrics: what the queue is doing, by job type, never by anything about a lead.
+
+Counters and histograms live in this process (an API process and a worker each export their
+own); the queue's depth and the oldest due job's age are read from Postgres at scrape time, so
+every process reports the same, whole queue.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry()
+
+JOBS_ENQUEUED = Counter(
+    "handoff_jobs_enqueued",
+    "Enqueue requests answered, by job type and whether an existing job absorbed them.",
+    ["type", "deduplicated"],
+    registry=REGISTRY,
+)
+ATTEMPT_SECONDS = Histogram(
+    "handoff_job_attempt_duration_seconds",
+    "Duration of job attempts, by job type and outcome.",
+    ["type", "outcome"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+    registry=REGISTRY,
+)
+RUNNER_INVOCATIONS = Counter(
+    "handoff_runner_invocations",
+    "Runner invocations, by why they stopped.",
+    ["stop_reason"],
+    registry=REGISTRY,
+)
+WEBHOOK_REJECTIONS = Counter(
+    "handoff_webhook_rejections",
+    "Webhook deliveries refused, by reason (the error code answered).",
+    ["reason"],
+    registry=REGISTRY,
+)
+PROVIDER_CALLS = Counter(
+    "handoff_provider_calls",
+    "Outbound provider calls, by provider and status class (2xx ... 5xx, timeout, error).",
+    ["provider", "status_class"],
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge(
+    "handoff_queue_depth",
+    "Jobs in the table, by status and type.",
+    ["status", "type"],
+    registry=REGISTRY,
+)
+OLDEST_DUE_AGE = Gauge(
+    "handoff_oldest_due_job_age_seconds",
+    "How long the oldest due pending job has been waiting (0 when none is due).",
+    registry=REGISTRY,
+)
+
+QUEUE_STATE = """
+SELECT status, type, count(*) AS jobs FROM jobs GROUP BY status, type
+"""
+# The due index keeps this to one row read.
+OLDEST_DUE = """
+SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)
+FROM jobs WHERE status = 'pending' AND run_at <= now()
+"""
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+async def render(conn: asyncpg.Connection) -> bytes:
+    """The exposition text, with the queue's state read now."""
+    rows = await conn.fetch(QUEUE_STATE)
+    QUEUE_DEPTH.clear()
+    for row in rows:
+        QUEUE_DEPTH.labels(row["status"], row["type"]).set(row["jobs"])
+    OLDEST_DUE_AGE.set(float(await conn.fetchval(OLDEST_DUE)))
+    return generate_latest(REGISTRY)
