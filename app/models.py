@@ -209,6 +209,31 @@ class RunnerSummary(BaseModel):
     stop_reason: Literal["drained", "budget"]
 
 
+class QueueCount(BaseModel):
+    status: JobStatus
+    type: str
+    count: int
+
+
+class RunOut(RunnerSummary):
+    finished_at: datetime
+
+
+class QueueOverview(BaseModel):
+    counts: list[QueueCount]
+    due: int
+    oldest_due_age_s: float
+    runs: list[RunOut]
+
+
+class ClientList(BaseModel):
+    clients: list[ClientOut]
+
+
+class LeadList(BaseModel):
+    leads: list[LeadOut]
+
+
 class InboundEmail(Strict):
     model_config = ConfigDict(extra="ignore")
     client_id: Id

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from app.api.deps import ApiAuth, DbDep
 from app.api.errors import ApiError
 from app.db import Database
-from app.models import JobList, JobOut, JobStatus
+from app.models import JobList, JobOut, JobStatus, QueueOverview
 from app.queue.control import (
     DuplicateActive,
     InvalidTransition,
@@ -17,6 +17,7 @@ from app.queue.control import (
     cancel_job,
     get_job,
     list_jobs,
+    queue_overview,
     retry_job,
 )
 
@@ -42,6 +43,13 @@ async def _change(db: Database, job_id: str, change, verb: str) -> JobOut:
         ) from None
     except InvalidTransition as bad:
         raise ApiError(409, "invalid_state", f"A {bad.status} job cannot be {verb}.") from None
+
+
+@router.get("/overview", response_model=QueueOverview)
+async def overview(db: DbDep) -> QueueOverview:
+    """Counts by status and type, the oldest due job's age and the latest runner summaries."""
+    async with db.acquire() as conn:
+        return QueueOverview(**await queue_overview(conn))
 
 
 @router.get("", response_model=JobList)

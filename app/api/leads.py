@@ -14,7 +14,9 @@ from app.handlers.store import leads, messages
 from app.models import (
     Client,
     ClientIn,
+    ClientList,
     ClientOut,
+    LeadList,
     LeadOut,
     LeadsIn,
     MessageList,
@@ -38,6 +40,25 @@ async def upsert_client(body: ClientIn, engine: EngineDep) -> ClientOut:
     async with engine.begin() as conn:
         await conn.execute(statement)
     return ClientOut(id=body.id, name=body.name)
+
+
+@router.get("/clients", response_model=ClientList)
+async def clients_list(engine: EngineDep) -> ClientList:
+    """Every client, by id."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(clients.c.id, clients.c.name).order_by(clients.c.id))
+        return ClientList(clients=[ClientOut(id=r.id, name=r.name) for r in rows])
+
+
+@router.get("/leads", response_model=LeadList)
+async def leads_list(
+    client_id: str, engine: EngineDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> LeadList:
+    """A client's leads, by id."""
+    query = select(leads).where(leads.c.client_id == client_id).order_by(leads.c.id).limit(limit)
+    async with engine.connect() as conn:
+        rows = await conn.execute(query)
+        return LeadList(leads=[LeadOut(**r._mapping) for r in rows])
 
 
 @router.post("/leads", response_model=UpsertedResponse)

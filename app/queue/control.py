@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import asyncpg
@@ -61,6 +62,19 @@ async def list_jobs(
         limit,
     )
     return [dict(row) for row in rows]
+
+
+async def queue_overview(conn: asyncpg.Connection, runs: int = 10) -> dict[str, Any]:
+    """Counts by status and type, the oldest due job's age, and the latest runner summaries."""
+    counts = [dict(r) for r in await conn.fetch(QUERIES["queue_counts"])]
+    due = await conn.fetchrow(QUERIES["count_due"])
+    recent = await conn.fetch(QUERIES["recent_invocations"], runs)
+    return {
+        "counts": counts,
+        "due": int(due["due"]),
+        "oldest_due_age_s": round(float(due["oldest_s"]), 3),
+        "runs": [{**json.loads(r["summary"]), "finished_at": r["finished_at"]} for r in recent],
+    }
 
 
 async def retry_job(conn: asyncpg.Connection, job_id: str) -> dict[str, Any]:

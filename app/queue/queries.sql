@@ -102,6 +102,18 @@ SELECT (SELECT count(*) FROM jobs WHERE status = 'pending' AND run_at <= now())
                                            WHERE status = 'pending' AND run_at <= now())), 0)
            AS oldest_s
 
+-- record_invocation --
+-- A drain's summary, kept for operators; pruned with the jobs.
+INSERT INTO runner_invocations (invocation_id, summary) VALUES ($1, $2::jsonb)
+ON CONFLICT (invocation_id) DO UPDATE SET summary = excluded.summary, finished_at = now()
+
+-- recent_invocations --
+SELECT invocation_id, finished_at, summary::text AS summary FROM runner_invocations
+ORDER BY finished_at DESC LIMIT $1
+
+-- queue_counts --
+SELECT status, type, count(*) AS count FROM jobs GROUP BY status, type ORDER BY type, status
+
 -- manual_retry --
 -- failed/cancelled -> pending, unless an active twin holds the key (the caller answers 409).
 -- A twin that appears concurrently surfaces as a unique violation the caller catches in a

@@ -29,6 +29,9 @@ ORDER BY finished_at
 LIMIT $3
 """
 PRUNE = f"DELETE FROM jobs WHERE id IN ({EXPIRED})"
+PRUNE_INVOCATIONS = (
+    "DELETE FROM runner_invocations WHERE finished_at < now() - $1::float8 * interval '1 day'"
+)
 
 
 @handler("prune_jobs", dedupe="forever", max_attempts=3)
@@ -40,7 +43,9 @@ async def prune_jobs(ctx: JobContext) -> None:
         async with ctx.db.acquire() as conn:
             status = await conn.execute(PRUNE, keep_days, keep_failed_days, PRUNE_BATCH)
         if int(status.split()[-1]) < PRUNE_BATCH:
-            return
+            break
+    async with ctx.db.acquire() as conn:
+        await conn.execute(PRUNE_INVOCATIONS, keep_days)
 
 
 async def schedule_pruning(

@@ -176,9 +176,13 @@ class Runner:
         finally:
             summary.outcomes.update(await self.stop(in_flight))
         summary.remaining_due, summary.oldest_due_age_s = await self.due()
+        summary.duration_ms = round((time.monotonic() - started) * 1000)
+        async with self.db.acquire() as conn:
+            await conn.execute(
+                QUERIES["record_invocation"], self.invocation_id, json.dumps(summary.as_dict())
+            )
         cut_short = out_of_time or summary.outcomes["released"] > 0
         summary.stop_reason = "budget" if cut_short else "drained"
-        summary.duration_ms = round((time.monotonic() - started) * 1000)
         RUNNER_INVOCATIONS.labels(summary.stop_reason).inc()
         late = summary.oldest_due_age_s > OLDEST_DUE_WARN_S
         log.log(

@@ -319,3 +319,19 @@ async def test_concurrent_retries_and_syncs_never_break_dedupe(service, db, logs
     # Both sides won some races, so the refusal and the success paths were both exercised.
     assert {"sync created", "retry applied", "retry duplicate_active"} <= outcomes
     assert logs.errors() == []
+
+
+async def test_overview_counts_jobs_and_lists_the_latest_runs(service, db):
+    [lead] = await seed(service, leads=1)
+    await service.api.post("/sync", json={"client_id": "acme", "lead_id": lead})
+    first = await service.run_jobs()
+    await service.api.post("/sync", json={"client_id": "acme"})
+    response = await service.api.get("/api/jobs/overview")
+    assert response.status_code == 200
+    body = response.json()
+    counts = {(c["status"], c["type"]): c["count"] for c in body["counts"]}
+    assert counts == {("succeeded", "conversation_sync"): 2, ("pending", "sync_all"): 1}
+    assert body["due"] == 1 and body["oldest_due_age_s"] >= 0
+    [run] = body["runs"]
+    assert run["invocation_id"] == first["invocation_id"] and run["succeeded"] == 2
+    assert (await service.anon.get("/api/jobs/overview")).status_code == 401
