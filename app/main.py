@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for router in (sync, webhooks, cron, jobs, leads, outreach, metrics, health, dashboard):
         app.include_router(router.router)
+    dashboard.mount_static(app)
     return app
 
 

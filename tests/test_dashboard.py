@@ -1,0 +1,302 @@
+"""The dashboard in a real browser (Debian's Chromium, driven by Playwright) against the app.
+
+Each test starts one headless Chromium; the app runs on loopback with sandbox providers, so
+the page talks to the same API as any client and the database tells what really happened.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import API_TOKEN, ROOT
+from tests.support import assert_error, seed
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(
+        "the dashboard's browser tests need Chromium at /usr/bin/chromium (apt install chromium)",
+        allow_module_level=True,
+    )
+async_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+async_playwright, expect = async_api.async_playwright, async_api.expect
+
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+LAPTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+SCREENSHOT = ROOT / "docs" / "dashboard.png"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def open_page(browser) -> AsyncIterator[Callable[..., Awaitable]]:
+    """A fresh tab (its own sessionStorage); after the test, no script error may have happened."""
+    problems: list[str] = []
+
+    async def open_(viewport: dict[str, int] = LAPTOP):
+        context = await browser.new_context(viewport=viewport)
+        page = await context.new_page()
+        page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+        page.on(
+            "console",
+            lambda msg: (
+                problems.append(f"console: {msg.text}")
+                if "Content Security Policy" in msg.text
+                else None
+            ),
+        )
+        return page
+
+    yield open_
+    assert problems == []
+
+
+async def signed_in(open_page, service, viewport: dict[str, int] = LAPTOP):
+    page = await open_page(viewport)
+    await page.goto(f"{service.base_url}/?token={API_TOKEN}")
+    await expect(page.locator("#app")).to_be_visible()
+    return page
+
+
+async def count_sync_jobs(db) -> int:
+    return await db.fetchval("SELECT count(*) FROM jobs WHERE type = 'conversation_sync'")
+
+
+async def test_page_and_assets_are_served_without_a_token(service):
+    page = await service.anon.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    # The first load carries the token in its address: not cached, not sent on as a Referer.
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
+    assert sorted(a.split("?")[0] for a in assets) == [
+        "/static/dashboard.css",
+        "/static/dashboard.js",
+    ]
+    for asset in assets:
+        response = await service.anon.get(asset)
+        assert response.status_code == 200, f"{asset}: is app/static mounted at /static?"
+        assert response.text.strip()
+    assert "/" not in (await service.anon.get("/openapi.json")).json()["paths"]
+
+
+async def test_sync_end_to_end(service, db, open_page):
+    await seed(service, leads=2)
+    page = await signed_in(open_page, service)
+    # The token left the address bar (and history) at once; the tab keeps it.
+    assert "token" not in page.url
+    assert API_TOKEN not in page.url
+
+    await page.select_option("#client-select", "acme")
+    await page.select_option("#lead-select", "acme-lead-0")
+    sync_posts: list[str] = []
+    page.on(
+        "request",
+        lambda r: sync_posts.append(r.url) if r.method == "POST" and r.url.endswith("/sync") else 0,
+    )
+
+    # A double click sends one request (the button is disabled while it is out) ...
+    await page.dblclick("#sync-button")
+    followed = page.locator("#sync-jobs li")
+    await expect(followed).to_have_count(2)
+    await expect(page.locator("#sync-message")).to_have_text("Started 2 jobs.")
+    assert len(sync_posts) == 1
+    assert await count_sync_jobs(db) == 2
+    await expect(followed.nth(0)).to_contain_text("acme-lead-0:")
+    details = sorted(await followed.locator(".muted").all_text_contents())
+    assert [d.rsplit(":", 1)[-1] for d in details] == ["email", "sms"]
+
+    # ... and a second sync while they wait joins them instead of creating new ones.
+    await page.click("#sync-button")
+    await expect(page.locator("#sync-message")).to_have_text("Already syncing: following 2 jobs.")
+    await expect(followed.locator(".tag")).to_have_text(["already syncing"] * 2)
+    assert len(sync_posts) == 2
+    assert await count_sync_jobs(db) == 2
+    await expect(followed.locator(".status")).to_have_text(["pending", "pending"])
+
+    summary = await service.run_jobs()
+    assert summary["succeeded"] == 2
+
+    # Followed live, without a reload: both succeed, and the lead view shows what was stored.
+    await expect(followed.locator(".status")).to_have_text(["succeeded", "succeeded"])
+    stored = await db.fetch(
+        "SELECT text FROM messages WHERE lead_id = 'acme-lead-0' ORDER BY sent_at, id"
+    )
+    assert len(stored) > 0
+    rows = page.locator("#messages-body tr")
+    await expect(rows).to_have_count(len(stored))
+    await expect(rows.locator(".message-text")).to_have_text([m["text"] for m in stored])
+    await expect(page.locator("#lead-title")).to_contain_text("acme-lead-0")
+
+    # The jobs table and the overview caught up by themselves too.
+    for job_id in await db.fetch("SELECT id FROM jobs WHERE type = 'conversation_sync'"):
+        row = page.locator(f'#jobs-body tr[data-job-id="{job_id["id"]}"]')
+        await expect(row.locator(".status")).to_have_text("succeeded")
+        await expect(row.locator('[data-label="Duration"]')).to_have_text(re.compile(r"\d"))
+    await expect(page.locator("#runs-body tr")).to_have_count(1)
+    await expect(page.locator("#runs-body tr")).to_contain_text("drained")
+    await expect(page.locator("#stat-due")).to_have_text("0")
+
+    # The picture in the README: no hover or focus state left over from the clicks above.
+    await page.mouse.move(0, 0)
+    await page.evaluate("document.activeElement.blur()")
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+
+async def test_failed_job_retry_and_cancel(service, db, sandbox, open_page):
+    state, _ = sandbox
+    await seed(service, leads=1)
+    only_sms = {"client_id": "acme", "lead_id": "acme-lead-0", "channels": ["sms"]}
+    state.add_fault("sms", "error")
+    failed_id = (await service.api.post("/sync", json=only_sms)).json()["jobs"][0]["id"]
+    # One attempt only, so the provider's error fails the job in a single runner pass.
+    await db.execute("UPDATE jobs SET max_attempts = 1 WHERE id = $1", int(failed_id))
+    await service.run_jobs()
+    failed = await db.fetchrow("SELECT status, last_error FROM jobs WHERE id = $1", int(failed_id))
+    assert failed["status"] == "failed" and failed["last_error"]
+    state.clear_faults()
+
+    page = await signed_in(open_page, service)
+    failed_row = page.locator(f'#jobs-body tr[data-job-id="{failed_id}"]')
+    await expect(failed_row.locator(".status")).to_have_text("failed")
+    await expect(failed_row.locator(".last-error")).to_have_text(failed["last_error"])
+    await expect(page.locator("#stat-failed")).to_have_text("1")
+
+    # A new sync of the same lead and channel is active: Retry answers 409, shown in words.
+    twin_id = (await service.api.post("/sync", json=only_sms)).json()["jobs"][0]["id"]
+    twin_row = page.locator(f'#jobs-body tr[data-job-id="{twin_id}"]')
+    await expect(twin_row.locator(".status")).to_have_text("pending")
+    await failed_row.get_by_role("button", name=f"Retry job {failed_id}").click()
+    message = page.locator("#jobs-message")
+    await expect(message).to_contain_text(f"Job {failed_id} was not retried")
+    await expect(message).to_contain_text("already pending or running")
+    await expect(message).to_contain_text(f"The active one is job {twin_id}.")
+    assert await db.fetchval("SELECT status FROM jobs WHERE id = $1", int(failed_id)) == "failed"
+
+    # Cancel the pending twin from the page (by keyboard); then the retry goes through.
+    await twin_row.get_by_role("button", name=f"Cancel job {twin_id}").focus()
+    await page.keyboard.press("Enter")
+    await expect(twin_row.locator(".status")).to_have_text("cancelled")
+    assert await db.fetchval("SELECT status FROM jobs WHERE id = $1", int(twin_id)) == "cancelled"
+    await failed_row.get_by_role("button", name=f"Retry job {failed_id}").click()
+    await expect(failed_row.locator(".status")).to_have_text("pending")
+    await expect(message).to_have_text(f"Job {failed_id} is pending again (status: pending).")
+    assert await db.fetchval("SELECT status FROM jobs WHERE id = $1", int(failed_id)) == "pending"
+    await expect(failed_row.get_by_role("button", name=f"Cancel job {failed_id}")).to_be_visible()
+
+    # The status filter asks the API for that status only.
+    await page.select_option("#status-filter", "cancelled")
+    await expect(page.locator("#jobs-body tr")).to_have_count(1)
+    await expect(page.locator("#jobs-body tr")).to_have_attribute("data-job-id", twin_id)
+    await page.select_option("#status-filter", "")
+
+    # Message text is shown as text: markup in it is neither rendered nor run.
+    markup = '<img src=x onerror="window.injected = 1"><b>bold</b>'
+    await db.execute(
+        "INSERT INTO messages (lead_id, channel, direction, text, provider_message_id, sent_at)"
+        " VALUES ('acme-lead-0', 'sms', 'inbound', $1, 'sms-markup-1', now())",
+        markup,
+    )
+    await page.get_by_role("button", name="Show lead acme-lead-0").first.click()
+    text = page.locator("#messages-body .message-text")
+    await expect(text).to_have_text([markup])
+    assert await page.locator("#messages-body img, #messages-body b").count() == 0
+    assert await page.evaluate("window.injected") is None
+
+
+async def test_sign_in_form_and_wrong_token(service, open_page):
+    await seed(service, leads=1)
+    page = await open_page()
+    await page.goto(f"{service.base_url}/")
+    await expect(page.locator("#signin")).to_be_visible()
+    await expect(page.locator("#app")).to_be_hidden()
+    await expect(page.get_by_label("API token")).to_be_focused()
+
+    # The API's own sentence for a bad token, shown as is; nothing is kept for the tab.
+    expected = assert_error(
+        await service.anon.get("/api/clients", headers={"Authorization": "Bearer wrong"}),
+        401,
+        "unauthorized",
+    )["detail"]
+    await page.keyboard.type("wrong-token-0123")
+    # The keyboard reaches the button, and the focused control shows it.
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("button", name="Sign in")).to_be_focused()
+    outline = await page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid"
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#signin-error")).to_have_text(expected)
+    await expect(page.locator("#app")).to_be_hidden()
+    assert await page.evaluate("sessionStorage.length") == 0
+
+    # The right token, by keyboard again, opens the dashboard, which survives a reload.
+    await page.get_by_label("API token").fill(API_TOKEN)
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#app")).to_be_visible()
+    await expect(page.locator("#client-select")).to_have_value("acme")
+    await page.reload()
+    await expect(page.locator("#app")).to_be_visible()
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.locator("#signin")).to_be_visible()
+    assert await page.evaluate("sessionStorage.length") == 0
+
+    # A wrong token in the link gets the same answer, and leaves the address bar too.
+    await page.goto(f"{service.base_url}/?token=wrong-token-0123")
+    await expect(page.locator("#signin-error")).to_have_text(expected)
+    assert "token" not in page.url
+
+
+async def test_phone_layout_has_no_horizontal_overflow(service, db, open_page):
+    await seed(service, leads=1)
+    await db.execute(
+        "INSERT INTO jobs (type, status, dedupe_key, dedupe_scope, lead_id, client_id,"
+        " attempts, last_error, finished_at)"
+        " VALUES ('conversation_sync', 'failed', 'acme-lead-0:sms', 'active', 'acme-lead-0',"
+        " 'acme', 5, $1, now())",
+        "sms provider answered HTTP 502 " + "x" * 300,
+    )
+    page = await signed_in(open_page, service, PHONE)
+    await page.select_option("#lead-select", "acme-lead-0")
+    await page.click("#sync-button")
+    await expect(page.locator("#sync-jobs li")).to_have_count(2)
+    await service.run_jobs()
+    await expect(page.locator("#sync-jobs li .status")).to_have_text(["succeeded"] * 2)
+    await expect(page.locator("#messages-body tr").first).to_be_visible()
+    await expect(page.locator("#runs-body tr")).to_have_count(1)
+
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"]
+    # Tables become labelled cards instead of hiding columns in a sideways scroll.
+    scrolling = await page.evaluate(
+        "[...document.querySelectorAll('.table-scroll')]"
+        ".filter((box) => box.scrollWidth > box.clientWidth).length"
+    )
+    assert scrolling == 0
+    await expect(page.locator("#jobs-body .last-error")).to_contain_text("HTTP 502")
+    # Every control is still reachable: the Sync button fits on the screen.
+    box = await page.locator("#sync-button").bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
