@@ -20,6 +20,10 @@ log = logging.getLogger("handoff.db")
 # Bounds that turn "the database is gone" into a quick 503 instead of a hung request.
 CONNECT_TIMEOUT_S = 3.0
 POOL_TIMEOUT_S = 3.0
+# A database that stops answering (a partition, a stalled primary) must not hang a worker
+# forever: no statement of ours runs this long on a healthy one. Requests have a tighter
+# bound of their own (app.api.errors.RequestDeadline).
+STATEMENT_TIMEOUT_S = 30.0
 # Query parameters libpq knows and asyncpg would wrongly send on as server settings.
 _LIBPQ_ONLY = {"channel_binding", "options", "connect_timeout", "application_name"}
 
@@ -56,6 +60,7 @@ def make_engine(
 ) -> AsyncEngine:
     connect_args: dict[str, object] = {
         "timeout": CONNECT_TIMEOUT_S,
+        "command_timeout": STATEMENT_TIMEOUT_S,
         "server_settings": {"application_name": "handoff"},
     }
     if pooled:
@@ -89,6 +94,7 @@ class Database:
             min_size=0,
             max_size=pool_size,
             timeout=CONNECT_TIMEOUT_S,
+            command_timeout=STATEMENT_TIMEOUT_S,
             max_inactive_connection_lifetime=300,
             server_settings={"application_name": "handoff"},
             # Behind a transaction-mode pooler: see make_engine.
@@ -124,6 +130,23 @@ _UNAVAILABLE = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.ConnectionFailureError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # Raised by a pooled connection the server closed mid-restart.
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+def is_unstorable_text(error: BaseException) -> bool:
+    """True when input held characters Postgres cannot store (NUL, a lone surrogate)."""
+    if isinstance(error, sa_exc.StatementError) and error.orig is not None:
+        error = error.orig.__cause__ or error.orig
+    return isinstance(error, _UNSTORABLE)
+
+
+_UNSTORABLE = (
+    UnicodeEncodeError,
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+    asyncpg.exceptions.UntranslatableCharacterError,
+    asyncpg.exceptions.InvalidTextRepresentationError,
 )
 
 

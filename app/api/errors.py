@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -11,8 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.db import is_db_unavailable
+from app.db import is_db_unavailable, is_unstorable_text
 
 log = logging.getLogger("handoff.api")
 
@@ -68,6 +70,10 @@ async def _http(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _storage(request: Request, exc: Exception) -> JSONResponse:
+    if is_unstorable_text(exc):
+        return error_response(
+            422, "validation_error", "The request holds characters that cannot be stored."
+        )
     if is_db_unavailable(exc):
         log.warning(
             "database unavailable",
@@ -83,11 +89,64 @@ async def _storage(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "Something went wrong on our side.")
 
 
+class RequestDeadline:
+    """Answer 503 when a request has not answered within `seconds` (a hung database).
+
+    The request runs in a task of its own; past the deadline it is cancelled and left to
+    unwind in the background (a connection stuck on a frozen server can take a while to let
+    go) while the client gets its answer now. Paths in `exempt` (the runner, which keeps its
+    own budget) are left alone, and so is a response already started.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float, exempt: tuple[str, ...]) -> None:
+        self.app, self.seconds, self.exempt = app, seconds, exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+            return await self.app(scope, receive, send)
+        started = abandoned = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if abandoned:
+                return  # the client already has its 503
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        request = asyncio.ensure_future(self.app(scope, receive, watch))
+        done, _ = await asyncio.wait({request}, timeout=self.seconds)
+        if done or started:
+            return await request
+        abandoned = True
+        request.cancel()
+        request.add_done_callback(_quietly)
+        log.warning("request deadline passed", extra={"path": scope["path"]})
+        response = error_response(
+            503,
+            "database_unavailable",
+            "The database did not answer in time; try again.",
+            {"Retry-After": RETRY_AFTER_S},
+        )
+        await response(scope, receive, send)
+
+
+def _quietly(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     # Database trouble has several faces; each maps to 503 when it means "unreachable".
-    for kind in (sa_exc.SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+    for kind in (
+        sa_exc.SQLAlchemyError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        OSError,
+        UnicodeEncodeError,
+        asyncpg.exceptions.InternalClientError,
+    ):
         app.add_exception_handler(kind, _storage)
     app.add_exception_handler(Exception, _storage)

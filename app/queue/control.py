@@ -36,7 +36,8 @@ class DuplicateActive(Exception):
 
 
 def parse_job_id(value: str) -> int | None:
-    return int(value) if value.isdigit() and len(value) <= 18 else None
+    # isascii: "²" and "①" are digits to isdigit(), not to int().
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else None
 
 
 async def get_job(conn: asyncpg.Connection, job_id: str) -> dict[str, Any]:

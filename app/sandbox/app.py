@@ -93,6 +93,22 @@ async def _drip(body: bytes) -> AsyncIterator[bytes]:
         yield body[index : index + 1]
 
 
+class _ConnectionReset(Response):
+    """No answer at all: the connection is dropped as soon as the request has arrived."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        # `receive` is the server's own (uvicorn's request cycle), whose transport is the
+        # connection; aborting it closes the socket before a status line is written.
+        transport = getattr(getattr(receive, "__self__", None), "transport", None)
+        if transport is None:
+            raise ConnectionResetError("the sandbox dropped the connection")
+        transport.abort()
+        # Let the server see the connection lost, so it does not complain about a response
+        # that was never started.
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+
 async def _serve(
     state: SandboxState, provider: str, kind: str, produce: Callable[[], dict]
 ) -> Response:
@@ -108,6 +124,8 @@ async def _serve(
         return _error(500, "internal_error", "The provider failed to handle the request.")
     if mode == "garbage":
         return Response(b"not json{", media_type="application/json")
+    if mode == "reset":
+        return _ConnectionReset()
     if mode == "hang":
         await asyncio.sleep(fault.hang_s)
     answer = JSONResponse(produce())

@@ -10,7 +10,7 @@ from typing import Literal, get_args
 
 Provider = Literal["sms", "email", "ai"]
 Kind = Literal["list", "send", "score"]
-FaultMode = Literal["hang", "rate_limit", "error", "garbage", "drip", "accept_then_hang"]
+FaultMode = Literal["hang", "rate_limit", "error", "garbage", "drip", "accept_then_hang", "reset"]
 
 _ID_PREFIX = {"sms": "sms", "email": "em"}
 
