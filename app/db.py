@@ -99,6 +99,7 @@ class Database:
             server_settings={"application_name": "handoff"},
             # Behind a transaction-mode pooler: see make_engine.
             statement_cache_size=0 if pooled else 100,
+            reset=keep_session,
         )
         return cls(make_engine(url, pool_size=pool_size, pooled=pooled), pool)
 
@@ -108,6 +109,14 @@ class Database:
     async def close(self) -> None:
         await self.pool.close()
         await self.engine.dispose()
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset query, a round trip on every release.
+
+    The pool's statements leave no session state (no SET, LISTEN or advisory lock; LISTEN
+    has a connection of its own), and asyncpg still rolls back any open transaction itself.
+    """
 
 
 async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
