@@ -1,0 +1,1 @@
+"""handoff's benchmark suite: `python -m bench.run` (see BENCHMARKS.md)."""

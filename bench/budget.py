@@ -1,0 +1,200 @@
+"""The runner's time budget: B6 (fidelity: answered in time, nothing left running) and B7
+(utilization: how much of budget x concurrency goes to handlers).
+
+Each invocation is `Runner.drain(budget)` with a database pool of its own, as one call of the
+cron runner endpoint would have; several run at once, as overlapping cron calls do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+from typing import Any
+
+from bench.common import (
+    HANDOFF_DB,
+    Check,
+    Row,
+    Settings,
+    apply_handoff_schema,
+    drop_db,
+    fetchval,
+    handoff_registry,
+    open_handoff,
+    recreate_db,
+)
+
+# The bound B6 checks: an invocation answers within its budget plus this.
+SLACK_S = 2.0
+RUNNER_CONCURRENCY = 4  # the app's default RUNNER_CONCURRENCY
+POOL_SIZE = 10
+# Above every budget, so it is the budget, never the job timeout, that cuts an attempt short.
+JOB_TIMEOUT_S = 30
+
+
+async def b6(cfg: Settings) -> list[Row]:
+    from app.queue import JobSpec, Runner, enqueue_many
+
+    invocations = cfg.pick(50, 8)
+    parallel = cfg.pick(10, 4)
+    rng = random.Random(6)  # noqa: S311 - a reproducible mix, not a secret
+
+    async def hang(_ctx: Any) -> None:
+        await asyncio.Event().wait()  # never set: runs until cancelled
+
+    async def sleepy(ctx: Any) -> None:
+        await asyncio.sleep(ctx.job.payload["s"])
+
+    async def fast(_ctx: Any) -> None:
+        return None
+
+    jobs = handoff_registry(
+        hang=(hang, "forever"), sleepy=(sleepy, "forever"), fast=(fast, "forever")
+    )
+    url = await recreate_db(HANDOFF_DB)
+    await apply_handoff_schema(url)
+    results: list[dict[str, Any]] = []
+    gate = asyncio.Semaphore(parallel)
+
+    async def invocation(i: int, budget: float) -> None:
+        async with gate:
+            db = await open_handoff(url, POOL_SIZE)
+            try:
+                # Fresh work for each call, so every one meets the same mix: most jobs finish
+                # at once, some sleep 0.1-12 s (often past what is left), a few never end.
+                async with db.acquire() as conn:
+                    await enqueue_many(
+                        conn, "fast", [JobSpec(f"{i}-{n}") for n in range(40)], jobs=jobs
+                    )
+                    specs = [
+                        JobSpec(f"{i}-{n}", payload={"s": round(rng.uniform(0.1, 12), 2)})
+                        for n in range(8)
+                    ]
+                    await enqueue_many(conn, "sleepy", specs, jobs=jobs)
+                    await enqueue_many(
+                        conn, "hang", [JobSpec(f"{i}-{n}") for n in range(4)], jobs=jobs
+                    )
+                runner = Runner(
+                    db,
+                    jobs=jobs,
+                    concurrency=RUNNER_CONCURRENCY,
+                    job_timeout_s=JOB_TIMEOUT_S,
+                    lease_s=JOB_TIMEOUT_S + 30,
+                    invocation_id=f"b6-{i}",
+                )
+                started = time.perf_counter()
+                summary = await runner.drain(budget)
+                answered = time.perf_counter() - started
+            finally:
+                await db.close()
+            running = await fetchval(
+                url,
+                "SELECT count(*) FROM jobs WHERE status = 'running' AND locked_by = $1",
+                f"b6-{i}",
+            )
+            results.append(
+                {
+                    "budget_s": budget,
+                    "answered_s": answered,
+                    "left_running": running,
+                    **summary.as_dict(),
+                }
+            )
+
+    budgets = [round(rng.uniform(2, 10), 1) for _ in range(invocations)]
+    try:
+        await asyncio.gather(*(invocation(i, b) for i, b in enumerate(budgets)))
+        running_total = await fetchval(url, "SELECT count(*) FROM jobs WHERE status = 'running'")
+    finally:
+        await drop_db(HANDOFF_DB)
+    in_time = [r["answered_s"] <= r["budget_s"] + SLACK_S for r in results]
+    over = [r["answered_s"] - r["budget_s"] for r in results]
+    share = 100 * sum(in_time) / len(results)
+    left = sum(r["left_running"] for r in results) + running_total
+    return [
+        Row(
+            "B6",
+            f"runner budget fidelity, {invocations} invocations, budgets 2-10 s",
+            "%",
+            {"answered within budget + 2 s": [share]},
+            [
+                Check("answered ≤ budget + 2 s", [share], 100.0, ">=", "%"),
+                Check("jobs left running", [float(left)], 0.0, "<=", "jobs"),
+            ],
+            notes=[
+                f"{parallel} invocations at a time, each with its own pool; every invocation "
+                "first enqueues 40 fast, 8 sleeping (0.1-12 s) and 4 hanging jobs"
+            ],
+            extra={
+                "answered_minus_budget_s": {
+                    "median": statistics.median(over),
+                    "min": min(over),
+                    "max": max(over),
+                },
+                "released": sum(r["released"] for r in results),
+                "succeeded": sum(r["succeeded"] for r in results),
+                "invocations": results,
+            },
+            short="budget fidelity",
+        )
+    ]
+
+
+async def b7(cfg: Settings) -> list[Row]:
+    from app.queue import JobSpec, Runner, enqueue_many
+
+    budget = cfg.pick(20.0, 10.0)
+    spent = [0.0]
+
+    async def one_second(_ctx: Any) -> None:
+        started = time.perf_counter()
+        try:
+            await asyncio.sleep(1)
+        finally:
+            # Counted even when the budget cuts the attempt short: it was handler time.
+            spent[0] += time.perf_counter() - started
+
+    jobs = handoff_registry(second=(one_second, "forever"))
+    url = await recreate_db(HANDOFF_DB)
+    await apply_handoff_schema(url)
+    shares: list[float] = []
+    processed: list[int] = []
+    try:
+        for r in range(cfg.rounds):
+            db = await open_handoff(url, POOL_SIZE)
+            try:
+                # A queue far deeper than one budget can drain.
+                depth = int(budget * RUNNER_CONCURRENCY * 3)
+                async with db.acquire() as conn:
+                    await conn.execute("TRUNCATE jobs")
+                    specs = [JobSpec(f"{r}-{n}") for n in range(depth)]
+                    await enqueue_many(conn, "second", specs, jobs=jobs)
+                    await conn.execute("ANALYZE jobs")
+                spent[0] = 0.0
+                runner = Runner(
+                    db,
+                    jobs=jobs,
+                    concurrency=RUNNER_CONCURRENCY,
+                    job_timeout_s=JOB_TIMEOUT_S,
+                    lease_s=JOB_TIMEOUT_S + 30,
+                )
+                summary = await runner.drain(budget)
+            finally:
+                await db.close()
+            shares.append(100 * spent[0] / (budget * RUNNER_CONCURRENCY))
+            processed.append(summary.outcomes["succeeded"])
+    finally:
+        await drop_db(HANDOFF_DB)
+    return [
+        Row(
+            "B7",
+            f"budget utilization, 1-s jobs, concurrency {RUNNER_CONCURRENCY}, budget {budget:g} s",
+            "%",
+            {"handler time / (budget × concurrency)": shares},
+            [Check("utilization", shares, 90.0, ">=", "%")],
+            extra={"succeeded_per_round": processed},
+            short="budget utilization",
+        )
+    ]

@@ -1,0 +1,355 @@
+"""Enqueue benchmarks: B1 (single enqueue), B2 (bulk with duplicates), B10 (the NOTIFY path).
+
+Every system is driven as a library from this process, closed loop, with as many pooled
+connections as callers; each measurement starts on emptied tables after a CHECKPOINT and a
+short warm-up (connections open, statements prepared).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import asyncpg
+
+from bench.common import (
+    HANDOFF_DB,
+    Check,
+    Row,
+    Settings,
+    apply_handoff_schema,
+    checkpoint,
+    closed_loop,
+    drop_db,
+    handoff_registry,
+    open_handoff,
+    per_round,
+    pgbench,
+    recreate_db,
+    reset_handoff,
+    rotated,
+    sql_for_pgbench,
+    warm_pool,
+)
+from bench.peers import Pgqueuer, Procrastinate
+
+FLOOR_DB = "bench_handoff_floor"
+WARMUP_S = 0.5
+BATCH = 1000
+NO_RESET = "handoff, pool without reset query"
+STATEMENT_ALONE = "handoff's statement alone"
+
+
+def floor_enqueue_script(notify: bool | None = None) -> str:
+    """pgbench running handoff's own enqueue_forever statement, one new key per transaction.
+
+    notify=None: the bare statement. notify=False/True: the statement wrapped so its result
+    feeds either a plain SELECT or a pg_notify in the same statement, which keeps the round
+    trips identical and leaves the NOTIFY as the only difference between the two.
+    """
+    from app.queue.sql import QUERIES
+
+    insert = sql_for_pgbench(
+        QUERIES["enqueue_forever"],
+        {
+            1: "'noop'",
+            # client_id plus a 40-bit random number: a collision (an upsert instead of an
+            # insert) is vanishingly rare within one measurement.
+            2: "('noop:' || :client_id || ':' || :r)",
+            3: "NULL",
+            4: "NULL",
+            5: "'{}'",
+            6: "5",
+            7: "NULL",
+        },
+    ).rstrip(";\n")
+    head = "\\set r random(1, 1099511627775)\n"
+    if notify is None:
+        return head + insert + ";\n"
+    tail = "pg_notify('bench_jobs', '')" if notify else "count(*)"
+    return head + f"WITH ins AS ({insert}) SELECT {tail} FROM ins;\n"
+
+
+class Systems:
+    """The four enqueue paths, each on its own database, behind one interface."""
+
+    def __init__(self) -> None:
+        self.handoff_url = ""
+        self.floor_url = ""
+        self.procrastinate = Procrastinate()
+        self.pgqueuer = Pgqueuer()
+        self.jobs = handoff_registry()
+
+    async def create(self) -> None:
+        self.handoff_url = await recreate_db(HANDOFF_DB)
+        self.floor_url = await recreate_db(FLOOR_DB)
+        await apply_handoff_schema(self.handoff_url)
+        await apply_handoff_schema(self.floor_url)
+        await self.procrastinate.create()
+        await self.pgqueuer.create()
+
+    async def drop(self) -> None:
+        for name in (HANDOFF_DB, FLOOR_DB, Procrastinate.database, Pgqueuer.database):
+            await drop_db(name)
+
+    async def reset(self) -> None:
+        await reset_handoff(self.handoff_url)
+        await reset_handoff(self.floor_url)
+        await self.procrastinate.reset()
+        await self.pgqueuer.reset()
+        await checkpoint()
+
+    async def single(self, system: str, callers: int, seconds: float) -> float:
+        """Jobs per second, one job per call, `callers` concurrent callers."""
+        from app.queue import enqueue
+
+        if system == "pgbench floor":
+            result = await pgbench(
+                self.floor_url, floor_enqueue_script(), clients=callers, seconds=seconds
+            )
+            return result.tps
+        if system.startswith("handoff"):
+            db = await open_handoff(self.handoff_url, callers, pool_reset=system == "handoff")
+            await warm_pool(db, callers)
+
+            def op(tag: str) -> Any:
+                async def call(w: int, i: int) -> None:
+                    async with db.acquire() as conn:
+                        await enqueue(conn, "noop", f"{tag}-{w}-{i}", jobs=self.jobs)
+
+                return call
+
+            try:
+                await closed_loop(callers, WARMUP_S, op("warm"))
+                return await closed_loop(callers, seconds, op("run"))
+            finally:
+                await db.close()
+        peer = self.procrastinate if system == "procrastinate" else self.pgqueuer
+        await peer.open(callers)
+        try:
+            await closed_loop(callers, WARMUP_S, lambda w, i: peer.enqueue(f"warm-{w}-{i}"))
+            return await closed_loop(callers, seconds, lambda w, i: peer.enqueue(f"{w}-{i}"))
+        finally:
+            await peer.close()
+
+    async def bulk(self, system: str, seconds: float) -> float:
+        """Jobs per second submitted in statements of 1,000: 500 new keys, 500 already queued."""
+        from app.queue import JobSpec, enqueue_many
+
+        def keys(i: int) -> list[str]:
+            # Batch i covers keys [500 i, 500 i + 1000): its first half was batch i-1's second
+            # half, so exactly half of every batch is a duplicate of a queued job.
+            return [f"k{n:09d}" for n in range(500 * i, 500 * i + BATCH)]
+
+        if system == "handoff":
+            db = await open_handoff(self.handoff_url, 1)
+
+            async def submit(i: int) -> None:
+                specs = [JobSpec(k) for k in keys(i)]
+                async with db.acquire() as conn:
+                    await enqueue_many(conn, "noop_active", specs, jobs=self.jobs)
+
+            close = db.close
+        elif system == STATEMENT_ALONE:
+            from app.queue.sql import QUERIES
+
+            db = await open_handoff(self.handoff_url, 1)
+            nulls, empty, ones = [None] * BATCH, ["{}"] * BATCH, [1] * BATCH
+
+            async def submit(i: int) -> None:
+                # What enqueue_many sends, minus its per-job Python work around the statement.
+                batch = sorted(f"noop_active:{k}" for k in keys(i))
+                async with db.acquire() as conn:
+                    await conn.fetch(
+                        QUERIES["enqueue_many_active"],
+                        "noop_active",
+                        5,
+                        batch,
+                        nulls,
+                        nulls,
+                        empty,
+                        nulls,
+                        ones,
+                    )
+
+            close = db.close
+        else:
+            peer = self.procrastinate if system == "procrastinate" else self.pgqueuer
+            await peer.open(1)
+
+            async def submit(i: int) -> None:
+                await peer.enqueue_batch(keys(i))
+
+            close = peer.close
+        try:
+            await submit(-1)  # warm-up, and the queued half of batch 0
+            rate = await closed_loop(1, seconds, lambda _w, i: submit(i))
+            return rate * BATCH
+        finally:
+            await close()
+
+
+async def b1(cfg: Settings) -> list[Row]:
+    systems = Systems()
+    await systems.create()
+    names = ["handoff", "procrastinate", "pgqueuer", "pgbench floor"]
+    seconds = cfg.pick(3.0, 2.0)
+    rows = []
+    try:
+        for callers in (1, 32):
+            # The pool's own round trip per release is a large share of the cost; the variant
+            # without it, measured in the same rounds, shows how large.
+            diag = [NO_RESET]
+            samples: dict[str, list[float]] = {n: [] for n in names + diag}
+            for r in range(cfg.rounds):
+                for name in rotated(names + diag, r):
+                    await systems.reset()
+                    samples[name].append(await systems.single(name, callers, seconds))
+            diagnostics = {n: samples.pop(n) for n in diag}
+            h = samples["handoff"]
+            rows.append(
+                Row(
+                    "B1",
+                    f"single enqueue, {callers} caller{'s' if callers > 1 else ''}",
+                    "jobs/s",
+                    samples,
+                    [
+                        Check(
+                            "handoff / procrastinate", per_round(h, samples["procrastinate"]), 3.0
+                        ),
+                        Check("handoff / pgqueuer", per_round(h, samples["pgqueuer"]), 3.0),
+                        Check(
+                            "handoff / pgbench floor", per_round(h, samples["pgbench floor"]), 0.4
+                        ),
+                    ],
+                    diagnostics=diagnostics,
+                    short=f"enqueue, {callers} caller{'s' if callers > 1 else ''}",
+                )
+            )
+    finally:
+        await systems.drop()
+    return rows
+
+
+async def b2(cfg: Settings) -> list[Row]:
+    systems = Systems()
+    await systems.create()
+    names = ["handoff", "procrastinate", "pgqueuer", STATEMENT_ALONE]
+    seconds = cfg.pick(4.0, 2.0)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    try:
+        for r in range(cfg.rounds):
+            for name in rotated(names, r):
+                await systems.reset()
+                samples[name].append(await systems.bulk(name, seconds))
+    finally:
+        await systems.drop()
+    diagnostics = {STATEMENT_ALONE: samples.pop(STATEMENT_ALONE)}
+    h = samples["handoff"]
+    return [
+        Row(
+            "B2",
+            "bulk enqueue, 1,000 per statement, half duplicates",
+            "jobs/s",
+            samples,
+            [
+                Check("handoff / pgqueuer", per_round(h, samples["pgqueuer"]), 1.0),
+                Check("handoff / procrastinate", per_round(h, samples["procrastinate"]), None),
+            ],
+            notes=[
+                "procrastinate's batch_defer_async cannot skip duplicates (a queueing lock "
+                "already held rejects the whole batch), so it inserts all 1,000 jobs"
+            ],
+            diagnostics=diagnostics,
+            short="bulk enqueue",
+        )
+    ]
+
+
+async def b10(cfg: Settings) -> list[Row]:
+    """Single enqueue at 32 callers with the NOTIFY path on and listeners attached, vs off."""
+    from app.queue import enqueue
+    from app.queue.notify import CHANNEL, Notifier
+
+    systems = Systems()
+    await systems.create()
+    callers, listeners = 32, 2
+    seconds = cfg.pick(4.0, 2.0)
+    names = ["handoff, listening", "handoff, none", "pgbench + pg_notify", "pgbench plain"]
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    received = [0]
+
+    def heard(*_: object) -> None:
+        received[0] += 1
+
+    @contextlib.asynccontextmanager
+    async def listening(url: str, channel: str):  # noqa: ANN202
+        # Idle workers, as far as the enqueue side can tell: connections that LISTEN and take
+        # every notification. They claim nothing, so a drain's CPU does not muddy the figure.
+        conns = [await asyncpg.connect(url) for _ in range(listeners)]
+        try:
+            for conn in conns:
+                await conn.add_listener(channel, heard)
+            yield
+        finally:
+            for conn in conns:
+                await conn.close()
+
+    async def measure(name: str) -> float:
+        if name.startswith("pgbench"):
+            notify = name == "pgbench + pg_notify"
+            script = floor_enqueue_script(notify)
+            async with contextlib.AsyncExitStack() as stack:
+                if notify:
+                    await stack.enter_async_context(listening(systems.floor_url, "bench_jobs"))
+                result = await pgbench(systems.floor_url, script, clients=callers, seconds=seconds)
+            return result.tps
+        db = await open_handoff(systems.handoff_url, callers)
+        await warm_pool(db, callers)
+
+        def op(tag: str) -> Any:
+            async def call(w: int, i: int) -> None:
+                async with db.acquire() as conn:
+                    await enqueue(conn, "noop", f"{tag}-{w}-{i}", jobs=systems.jobs)
+
+            return call
+
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if name == "handoff, listening":
+                    await stack.enter_async_context(Notifier(db))
+                    await stack.enter_async_context(listening(systems.handoff_url, CHANNEL))
+                await closed_loop(callers, WARMUP_S, op("warm"))
+                return await closed_loop(callers, seconds, op("run"))
+        finally:
+            await db.close()
+
+    try:
+        for r in range(cfg.rounds):
+            for name in rotated(names, r):
+                await systems.reset()
+                samples[name].append(await measure(name))
+    finally:
+        await systems.drop()
+    return [
+        Row(
+            "B10",
+            f"single enqueue, {callers} callers, {listeners} listeners vs none",
+            "jobs/s",
+            samples,
+            [
+                Check(
+                    "listening / none",
+                    per_round(samples["handoff, listening"], samples["handoff, none"]),
+                    0.8,
+                ),
+                Check(
+                    "pgbench: pg_notify in the transaction / without",
+                    per_round(samples["pgbench + pg_notify"], samples["pgbench plain"]),
+                    None,
+                ),
+            ],
+            extra={"notifications_received": received[0]},
+            short="enqueue with listeners",
+        )
+    ]

@@ -1,0 +1,346 @@
+"""`python -m bench.run [--quick] [--only B1,B4]`: run the benchmarks, write the report.
+
+A full run writes bench/results.json, BENCHMARKS.md and docs/bench.png; `--only` re-measures
+the named benchmarks and merges them into the existing results (each row keeps the time and
+load it was measured under). `--quick` is a smoke test of every family with small counts and
+one round; it writes under bench/quick/ so it never overwrites the published figures.
+`--report` rewrites the report from the existing results without measuring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench import budget, drain, enqueue, http, latency, report
+from bench.common import ADMIN_URL, DB_PREFIX, PEER_DBS, ROOT, Row, Settings, drop_db
+from bench.peers import quiet_peer_logs
+
+Family = Callable[[Settings], Awaitable[list[Row]]]
+BENCHMARKS: dict[str, Family] = {
+    "B1": enqueue.b1,
+    "B2": enqueue.b2,
+    "B3": http.b3,
+    "B4": drain.b4,
+    "B5": drain.b5,
+    "B6": budget.b6,
+    "B7": budget.b7,
+    "B8": latency.b8,
+    "B9": drain.b9,
+    "B10": enqueue.b10,
+}
+PACKAGES = [
+    "asyncpg",
+    "fastapi",
+    "uvicorn",
+    "uvloop",
+    "httpx",
+    "procrastinate",
+    "psycopg",
+    "psycopg-pool",
+    "pgqueuer",
+    "matplotlib",
+]
+
+
+def loadavg() -> list[float]:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores, from /proc/stat."""
+    try:
+        values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return (0.0, 0.0)
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = values[3] + values[4]  # idle + iowait
+    return ((sum(values) - idle) / tick, sum(values) / tick)
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU seconds of the local server's processes (user postgres), exited backends included
+    (the postmaster's cutime/cstime hold them). 0 when the server is not on this machine."""
+    try:
+        import pwd
+
+        uid = str(pwd.getpwnam("postgres").pw_uid)
+    except (KeyError, ImportError):
+        return 0.0
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            if f"\nUid:\t{uid}\t" not in status:
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """This process and its exited children (pgbench, wrk, uvicorn, the provider)."""
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class CpuMeter:
+    """How busy the machine was with work other than this suite and its PostgreSQL server."""
+
+    def __init__(self) -> None:
+        self.start = (cpu_seconds(), own_cpu_seconds(), postgres_cpu_seconds(), time.monotonic())
+
+    def other_cores(self) -> float | None:
+        (busy0, _), own0, pg0, t0 = self.start
+        (busy1, _), own1, pg1, t1 = (
+            cpu_seconds(),
+            own_cpu_seconds(),
+            postgres_cpu_seconds(),
+            time.monotonic(),
+        )
+        if t1 <= t0:
+            return None
+        # A subprocess still running (uvicorn) is not in RUSAGE_CHILDREN until it exits, so
+        # this is read after each benchmark, when they all have.
+        return round(max(0.0, (busy1 - busy0) - (own1 - own0) - (pg1 - pg0)) / (t1 - t0), 2)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def tool_version(args: list[str]) -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, check=False, timeout=10)  # noqa: S603
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+async def machine() -> dict[str, Any]:
+    from bench.common import pgbench_path
+    from bench.http import wrk_path
+
+    conn = await asyncpg.connect(ADMIN_URL)
+    try:
+        version = await conn.fetchval("SHOW server_version")
+        settings = {
+            r["name"]: r["setting"] + (r["unit"] or "")
+            for r in await conn.fetch(
+                "SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1)",
+                [
+                    "shared_buffers",
+                    "synchronous_commit",
+                    "fsync",
+                    "max_connections",
+                    "wal_sync_method",
+                    "max_wal_size",
+                ],
+            )
+        }
+    finally:
+        await conn.close()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu_model(),
+        "memory_gib": memory_gib(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "postgres": version,
+        "postgres_settings": settings,
+        "wrk": tool_version([wrk_path(), "--version"]),
+        "pgbench": tool_version([pgbench_path(), "--version"]),
+    }
+
+
+def handoff_version() -> str:
+    """The commit measured, and whether the work tree differed from it."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        out = subprocess.run(  # noqa: S603
+            ["git", *args],  # noqa: S607
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return out.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown"
+    dirty = git("status", "--porcelain", "--", "app", "alembic")
+    return f"commit {commit}" + (" with uncommitted changes under app/" if dirty else "")
+
+
+def versions() -> dict[str, str]:
+    out = {"handoff": handoff_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+async def cleanup_leftovers() -> None:
+    """Drop the databases a crashed run left behind (see common.DB_PREFIX and PEER_DBS)."""
+    conn = await asyncpg.connect(ADMIN_URL)
+    try:
+        names = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1 OR datname = ANY($2)",
+            DB_PREFIX + "%",
+            list(PEER_DBS),
+        )
+    finally:
+        await conn.close()
+    for row in names:
+        await drop_db(row["datname"])
+
+
+async def measure(ids: list[str], cfg: Settings) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for bench_id in ids:
+        before, started, meter = loadavg(), time.monotonic(), CpuMeter()
+        print(f"{bench_id} ...", file=sys.stderr, flush=True)
+        results = await BENCHMARKS[bench_id](cfg)
+        others = meter.other_cores()
+        for row in results:
+            data = row.as_dict()
+            data["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+            data["loadavg_before"] = before
+            data["loadavg_after"] = loadavg()
+            data["seconds"] = round(time.monotonic() - started, 1)
+            # Cores' worth of CPU that other work on the machine took meanwhile, on average.
+            data["other_cores"] = others
+            rows.append(data)
+            report.print_row(data)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small counts, one round")
+    parser.add_argument("--only", help="comma-separated ids, e.g. B1,B4")
+    parser.add_argument("--report", action="store_true", help="rewrite the report only")
+    args = parser.parse_args()
+    cfg = Settings(quick=args.quick)
+    ids = list(BENCHMARKS)
+    if args.only:
+        ids = [x.strip().upper() for x in args.only.split(",") if x.strip()]
+        unknown = [x for x in ids if x not in BENCHMARKS]
+        if unknown:
+            parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    out_dir = ROOT / "bench" / "quick" if args.quick else ROOT / "bench"
+    results_path = out_dir / "results.json"
+    md_path = out_dir / "BENCHMARKS.md" if args.quick else ROOT / "BENCHMARKS.md"
+    png_path = out_dir / "bench.png" if args.quick else ROOT / "docs" / "bench.png"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    if args.report:
+        results = json.loads(results_path.read_text())
+    else:
+        quiet_peer_logs()
+        results = run(ids, cfg, args, results_path)
+        results_path.write_text(json.dumps(results, indent=1) + "\n")
+    report.write_markdown(results, md_path, png_path)
+    report.plot(results, png_path)
+    print(
+        f"wrote {results_path.relative_to(ROOT)}, {md_path.relative_to(ROOT)}, "
+        f"{png_path.relative_to(ROOT)}",
+        file=sys.stderr,
+    )
+
+
+def run(ids: list[str], cfg: Settings, args: argparse.Namespace, path: Path) -> dict[str, Any]:
+    command = "python -m bench.run" + (" --quick" if args.quick else "")
+    if args.only:
+        command += f" --only {','.join(ids)}"
+
+    async def go() -> dict[str, Any]:
+        await cleanup_leftovers()
+        started = time.monotonic()
+        info = {
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": command,
+            "quick": cfg.quick,
+            "rounds": cfg.rounds,
+            "machine": await machine(),
+            "versions": versions(),
+            "loadavg_before": loadavg(),
+        }
+        meter = CpuMeter()
+        rows = await measure(ids, cfg)
+        info["other_cores"] = meter.other_cores()
+        info["loadavg_after"] = loadavg()
+        info["duration_s"] = round(time.monotonic() - started)
+        return {**info, "rows": rows}
+
+    try:
+        import uvloop
+
+        fresh = uvloop.run(go())
+    except ImportError:
+        fresh = asyncio.run(go())
+    if not args.only or not path.exists():
+        return fresh
+    # A partial re-run: keep the other benchmarks' rows, replace these ones, and keep the
+    # full run's header; each row carries when and under what load it was measured.
+    old = json.loads(path.read_text())
+    kept = [r for r in old["rows"] if r["id"] not in ids]
+    order = list(BENCHMARKS)
+    old["rows"] = sorted(kept + fresh["rows"], key=lambda r: order.index(r["id"]))
+    old.setdefault("partial_reruns", []).append(
+        {
+            k: fresh[k]
+            for k in ("started_at", "command", "loadavg_before", "loadavg_after", "duration_s")
+        }
+    )
+    old["versions"] = fresh["versions"]
+    return old
+
+
+if __name__ == "__main__":
+    main()
