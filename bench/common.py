@@ -211,6 +211,75 @@ async def pgbench(url: str, script: str, **kwargs: Any) -> PgbenchResult:
     return await asyncio.to_thread(pgbench_sync, url, script, **kwargs)
 
 
+# --- CPU accounting ---------------------------------------------------------------------------
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores, from /proc/stat."""
+    try:
+        values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return (0.0, 0.0)
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = values[3] + values[4]  # idle + iowait
+    return ((sum(values) - idle) / tick, sum(values) / tick)
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU seconds of the local server's processes (user postgres), exited backends included
+    (the postmaster's cutime/cstime hold them). 0 when the server is not on this machine."""
+    try:
+        import pwd
+
+        uid = str(pwd.getpwnam("postgres").pw_uid)
+    except (KeyError, ImportError):
+        return 0.0
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            if f"\nUid:\t{uid}\t" not in status:
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """This process and its exited children (pgbench, wrk, uvicorn, the provider)."""
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class CpuPerJob:
+    """CPU spent per job during one timed section, split between the client side (this process
+    and the pgbench it runs) and the PostgreSQL server: where a system's cost per job goes."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, dict[str, list[float]]] = {}
+
+    @contextlib.contextmanager
+    def measure(self, system: str, jobs: Callable[[], float]):  # noqa: ANN201
+        """Time the block; `jobs()` (called after it) says how many jobs it handled."""
+        own, pg = own_cpu_seconds(), postgres_cpu_seconds()
+        yield
+        n = jobs()
+        if n > 0:
+            entry = self.samples.setdefault(system, {"client_us": [], "postgres_us": []})
+            entry["client_us"].append((own_cpu_seconds() - own) / n * 1e6)
+            entry["postgres_us"].append((postgres_cpu_seconds() - pg) / n * 1e6)
+
+    def as_extra(self) -> dict[str, Any]:
+        return {"cpu_per_job": self.samples}
+
+
 # --- results ----------------------------------------------------------------------------------
 
 
@@ -316,22 +385,11 @@ def handoff_registry(noop: Any = None, **bodies: Any) -> Any:
     return jobs
 
 
-async def open_handoff(url: str, pool_size: int, *, pool_reset: bool = True) -> Any:
-    """handoff's Database as the app opens it. pool_reset=False is a diagnostic variant only:
-    the same pool, but releasing a connection skips asyncpg's reset query (one round trip
-    per release: advisory unlocks, CLOSE ALL, UNLISTEN *, RESET ALL)."""
-    from app.db import Database, asyncpg_dsn, make_engine
+async def open_handoff(url: str, pool_size: int) -> Any:
+    """handoff's Database, opened as the app opens it."""
+    from app.db import Database
 
-    if pool_reset:
-        return await Database.open(url, pool_size=pool_size)
-
-    async def keep_session(_conn: Any) -> None:
-        return None
-
-    pool = await asyncpg.create_pool(
-        asyncpg_dsn(url), min_size=0, max_size=pool_size, reset=keep_session
-    )
-    return Database(make_engine(url, pool_size=pool_size), pool)
+    return await Database.open(url, pool_size=pool_size)
 
 
 async def warm_pool(db: Any, size: int) -> None:

@@ -19,6 +19,7 @@ import httpx
 from bench.common import (
     HANDOFF_DB,
     Check,
+    CpuPerJob,
     Row,
     Settings,
     apply_handoff_schema,
@@ -98,6 +99,7 @@ class Drains:
         self.procrastinate = Procrastinate()
         self.pgqueuer = Pgqueuer()
         self.bodies = bodies or {}
+        self.cpu = CpuPerJob()
 
     async def create(self, floor: bool) -> None:
         self.handoff_url = await recreate_db(HANDOFF_DB)
@@ -117,8 +119,6 @@ class Drains:
         count: int,
         mode: str,
         body: Callable[[], Awaitable[None]] | None = None,
-        *,
-        pool_reset: bool = True,
     ) -> float:
         """Jobs per second for handoff's runner (mode "runner") or worker (mode "worker")."""
         from app.db import asyncpg_dsn
@@ -139,17 +139,18 @@ class Drains:
                 stop.set()
 
         jobs = handoff_registry(noop=job)
-        db = await open_handoff(self.handoff_url, POOL_SIZE, pool_reset=pool_reset)
+        db = await open_handoff(self.handoff_url, POOL_SIZE)
         runner = Runner(db, jobs=jobs, concurrency=CONCURRENCY, job_timeout_s=30, lease_s=60)
         dsn = asyncpg_dsn(self.handoff_url)
         try:
             started = time.perf_counter()
-            if mode == "runner":
-                summary = await runner.drain(DRAIN_BUDGET_S)
-                assert summary.outcomes["succeeded"] == count, summary.as_dict()
-            else:
-                worker = Worker(runner, listen=lambda: asyncpg.connect(dsn), poll_interval_s=1)
-                await worker.run(stop)
+            with self.cpu.measure(f"handoff {mode}", lambda: count):
+                if mode == "runner":
+                    summary = await runner.drain(DRAIN_BUDGET_S)
+                    assert summary.outcomes["succeeded"] == count, summary.as_dict()
+                else:
+                    worker = Worker(runner, listen=lambda: asyncpg.connect(dsn), poll_interval_s=1)
+                    await worker.run(stop)
             elapsed = time.perf_counter() - started
         finally:
             await db.close()
@@ -171,7 +172,8 @@ class Drains:
             await execute(peer.url, f"ANALYZE {table}")
             await checkpoint()
             started = time.perf_counter()
-            await peer.drain(CONCURRENCY)
+            with self.cpu.measure(system, lambda: count):
+                await peer.drain(CONCURRENCY)
             elapsed = time.perf_counter() - started
         finally:
             await peer.close()
@@ -189,7 +191,8 @@ class Drains:
         await reset_handoff(self.floor_url)
         await fill_handoff(self.floor_url, count)
         await checkpoint()
-        result = await floor_drain(self.floor_url, count)
+        with self.cpu.measure("pgbench floor", lambda: count):
+            result = await floor_drain(self.floor_url, count)
         left = await fetchval(
             self.floor_url, "SELECT count(*) FROM jobs WHERE status <> 'succeeded'"
         )
@@ -208,16 +211,11 @@ async def b4(cfg: Settings) -> list[Row]:
     drains = Drains()
     await drains.create(floor=True)
     names = ["handoff runner", "handoff worker", "procrastinate", "pgqueuer", "pgbench floor"]
-    # The runner again, its pool skipping asyncpg's reset query on release: how much of the
-    # per-job cost that round trip is (see B1).
-    no_reset = "handoff runner, pool without reset query"
-    samples: dict[str, list[float]] = {n: [] for n in [*names, no_reset]}
+    samples: dict[str, list[float]] = {n: [] for n in names}
     try:
         for r in range(cfg.rounds):
-            for name in rotated([*names, no_reset], r):
-                if name == no_reset:
-                    rate = await drains.handoff(count, "runner", pool_reset=False)
-                elif name.startswith("handoff"):
+            for name in rotated(names, r):
+                if name.startswith("handoff"):
                     rate = await drains.handoff(count, name.split()[1])
                 elif name == "pgbench floor":
                     rate = await drains.floor(count)
@@ -226,7 +224,6 @@ async def b4(cfg: Settings) -> list[Row]:
                 samples[name].append(rate)
     finally:
         await drains.drop()
-    diagnostics = {no_reset: samples.pop(no_reset)}
     runner, worker = samples["handoff runner"], samples["handoff worker"]
     return [
         Row(
@@ -245,8 +242,7 @@ async def b4(cfg: Settings) -> list[Row]:
                 f"procrastinate drains {slow_count:,} jobs per round (its rate is compared)",
                 "pgqueuer runs with its entrypoint's concurrency_limit=8 and batch_size=8",
             ],
-            diagnostics=diagnostics,
-            reference="handoff runner",
+            extra=drains.cpu.as_extra(),
             short="drain, no-op jobs",
         )
     ]
@@ -265,7 +261,7 @@ async def b5(cfg: Settings) -> list[Row]:
         async def peer_body(_payload: dict[str, Any]) -> None:
             await call()
 
-        async def bare() -> float:
+        async def bare(measured: bool = True) -> float:
             # The same calls from 8 plain tasks, no queue at all: the ceiling for this client.
             left = list(range(count))
 
@@ -275,7 +271,8 @@ async def b5(cfg: Settings) -> list[Row]:
                     await call()
 
             started = time.perf_counter()
-            await asyncio.gather(*(caller() for _ in range(CONCURRENCY)))
+            with drains.cpu.measure("no queue" if measured else "warm-up", lambda: count):
+                await asyncio.gather(*(caller() for _ in range(CONCURRENCY)))
             return count / (time.perf_counter() - started)
 
         drains = Drains()
@@ -284,7 +281,8 @@ async def b5(cfg: Settings) -> list[Row]:
         samples: dict[str, list[float]] = {n: [] for n in names}
         try:
             for _ in range(2):  # warm the provider and the client's keep-alive connections
-                await bare()
+                await bare(measured=False)
+            drains.cpu.samples.pop("warm-up", None)
             for r in range(cfg.rounds):
                 for name in rotated(names, r):
                     if name.startswith("handoff"):
@@ -309,6 +307,7 @@ async def b5(cfg: Settings) -> list[Row]:
                 Check("runner / procrastinate", per_round(runner, samples["procrastinate"]), None),
                 Check("runner / no queue", per_round(runner, samples["no queue"]), None),
             ],
+            extra=drains.cpu.as_extra(),
             short="drain, one HTTP call per job",
         )
     ]

@@ -8,6 +8,7 @@ short warm-up (connections open, statements prepared).
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 import asyncpg
@@ -15,6 +16,7 @@ import asyncpg
 from bench.common import (
     HANDOFF_DB,
     Check,
+    CpuPerJob,
     Row,
     Settings,
     apply_handoff_schema,
@@ -36,7 +38,6 @@ from bench.peers import Pgqueuer, Procrastinate
 FLOOR_DB = "bench_handoff_floor"
 WARMUP_S = 0.5
 BATCH = 1000
-NO_RESET = "handoff, pool without reset query"
 STATEMENT_ALONE = "handoff's statement alone"
 
 
@@ -79,6 +80,7 @@ class Systems:
         self.procrastinate = Procrastinate()
         self.pgqueuer = Pgqueuer()
         self.jobs = handoff_registry()
+        self.cpu = CpuPerJob()
 
     async def create(self) -> None:
         self.handoff_url = await recreate_db(HANDOFF_DB)
@@ -99,17 +101,27 @@ class Systems:
         await self.pgqueuer.reset()
         await checkpoint()
 
+    async def timed(self, system: str, callers: int, seconds: float, op: Any) -> float:
+        """closed_loop, with the CPU it took per job recorded under `system`."""
+        started, rate = time.perf_counter(), [0.0]
+        with self.cpu.measure(system, lambda: rate[0] * (time.perf_counter() - started)):
+            rate[0] = await closed_loop(callers, seconds, op)
+        return rate[0]
+
     async def single(self, system: str, callers: int, seconds: float) -> float:
         """Jobs per second, one job per call, `callers` concurrent callers."""
         from app.queue import enqueue
 
         if system == "pgbench floor":
-            result = await pgbench(
-                self.floor_url, floor_enqueue_script(), clients=callers, seconds=seconds
-            )
+            done = [0]
+            with self.cpu.measure(system, lambda: done[0]):
+                result = await pgbench(
+                    self.floor_url, floor_enqueue_script(), clients=callers, seconds=seconds
+                )
+                done[0] = result.transactions
             return result.tps
-        if system.startswith("handoff"):
-            db = await open_handoff(self.handoff_url, callers, pool_reset=system == "handoff")
+        if system == "handoff":
+            db = await open_handoff(self.handoff_url, callers)
             await warm_pool(db, callers)
 
             def op(tag: str) -> Any:
@@ -121,14 +133,14 @@ class Systems:
 
             try:
                 await closed_loop(callers, WARMUP_S, op("warm"))
-                return await closed_loop(callers, seconds, op("run"))
+                return await self.timed(system, callers, seconds, op("run"))
             finally:
                 await db.close()
         peer = self.procrastinate if system == "procrastinate" else self.pgqueuer
         await peer.open(callers)
         try:
             await closed_loop(callers, WARMUP_S, lambda w, i: peer.enqueue(f"warm-{w}-{i}"))
-            return await closed_loop(callers, seconds, lambda w, i: peer.enqueue(f"{w}-{i}"))
+            return await self.timed(system, callers, seconds, lambda w, i: peer.enqueue(f"{w}-{i}"))
         finally:
             await peer.close()
 
@@ -183,8 +195,11 @@ class Systems:
             close = peer.close
         try:
             await submit(-1)  # warm-up, and the queued half of batch 0
-            rate = await closed_loop(1, seconds, lambda _w, i: submit(i))
-            return rate * BATCH
+            started, rate = time.perf_counter(), [0.0]
+            jobs = lambda: rate[0] * BATCH * (time.perf_counter() - started)  # noqa: E731
+            with self.cpu.measure(system, jobs):
+                rate[0] = await closed_loop(1, seconds, lambda _w, i: submit(i))
+            return rate[0] * BATCH
         finally:
             await close()
 
@@ -197,15 +212,12 @@ async def b1(cfg: Settings) -> list[Row]:
     rows = []
     try:
         for callers in (1, 32):
-            # The pool's own round trip per release is a large share of the cost; the variant
-            # without it, measured in the same rounds, shows how large.
-            diag = [NO_RESET]
-            samples: dict[str, list[float]] = {n: [] for n in names + diag}
+            systems.cpu = CpuPerJob()
+            samples: dict[str, list[float]] = {n: [] for n in names}
             for r in range(cfg.rounds):
-                for name in rotated(names + diag, r):
+                for name in rotated(names, r):
                     await systems.reset()
                     samples[name].append(await systems.single(name, callers, seconds))
-            diagnostics = {n: samples.pop(n) for n in diag}
             h = samples["handoff"]
             rows.append(
                 Row(
@@ -222,7 +234,7 @@ async def b1(cfg: Settings) -> list[Row]:
                             "handoff / pgbench floor", per_round(h, samples["pgbench floor"]), 0.4
                         ),
                     ],
-                    diagnostics=diagnostics,
+                    extra=systems.cpu.as_extra(),
                     short=f"enqueue, {callers} caller{'s' if callers > 1 else ''}",
                 )
             )
@@ -261,6 +273,7 @@ async def b2(cfg: Settings) -> list[Row]:
                 "already held rejects the whole batch), so it inserts all 1,000 jobs"
             ],
             diagnostics=diagnostics,
+            extra=systems.cpu.as_extra(),
             short="bulk enqueue",
         )
     ]

@@ -6,6 +6,7 @@ bench/analysis.md, written by hand after looking at a run, and is copied in as i
 
 from __future__ import annotations
 
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,16 @@ def extras(rows: list[dict[str, Any]]) -> list[str]:
                 f"- **{row['id']}**: the listeners received "
                 f"{extra['notifications_received']:,} notifications over the whole benchmark."
             )
+        if extra.get("cpu_per_job"):
+            parts = [
+                f"{name} {statistics.median(v['client_us']):,.0f} + "
+                f"{statistics.median(v['postgres_us']):,.0f}"
+                for name, v in extra["cpu_per_job"].items()
+            ]
+            out.append(
+                f"- **{row['id']} CPU per job** ({row.get('short') or row['label']}; µs, median "
+                "over rounds, client process + PostgreSQL server): " + "; ".join(parts) + "."
+            )
         for name, d in row.get("diagnostics_summary", {}).items():
             out.append(
                 f"- **{row['id']} diagnostic** ({row['label']}), {name}: {spread(d)} "
@@ -259,8 +270,6 @@ PANELS = [
 ]
 # Diagnostic variants have long names; two short lines fit beside a bar.
 DIAGNOSTIC_LABELS = {
-    "handoff, pool without reset query": "handoff, no pool\nreset (diagnostic)",
-    "handoff runner, pool without reset query": "runner, no pool\nreset (diagnostic)",
     "handoff's statement alone": "handoff's statement\nalone (diagnostic)",
 }
 COLORS = {"handoff": "#1565c0", "procrastinate": "#8d6e63", "pgqueuer": "#6a1b9a"}

@@ -25,7 +25,18 @@ from typing import Any
 import asyncpg
 
 from bench import budget, drain, enqueue, http, latency, report
-from bench.common import ADMIN_URL, DB_PREFIX, PEER_DBS, ROOT, Row, Settings, drop_db
+from bench.common import (
+    ADMIN_URL,
+    DB_PREFIX,
+    PEER_DBS,
+    ROOT,
+    Row,
+    Settings,
+    drop_db,
+    machine_cpu_seconds,
+    own_cpu_seconds,
+    postgres_cpu_seconds,
+)
 from bench.peers import quiet_peer_logs
 
 Family = Callable[[Settings], Awaitable[list[Row]]]
@@ -62,60 +73,21 @@ def loadavg() -> list[float]:
         return []
 
 
-def cpu_seconds() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far, all cores, from /proc/stat."""
-    try:
-        values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except OSError:
-        return (0.0, 0.0)
-    tick = os.sysconf("SC_CLK_TCK")
-    idle = values[3] + values[4]  # idle + iowait
-    return ((sum(values) - idle) / tick, sum(values) / tick)
-
-
-def postgres_cpu_seconds() -> float:
-    """CPU seconds of the local server's processes (user postgres), exited backends included
-    (the postmaster's cutime/cstime hold them). 0 when the server is not on this machine."""
-    try:
-        import pwd
-
-        uid = str(pwd.getpwnam("postgres").pw_uid)
-    except (KeyError, ImportError):
-        return 0.0
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-            if f"\nUid:\t{uid}\t" not in status:
-                continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    """This process and its exited children (pgbench, wrk, uvicorn, the provider)."""
-    import resource
-
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 class CpuMeter:
     """How busy the machine was with work other than this suite and its PostgreSQL server."""
 
     def __init__(self) -> None:
-        self.start = (cpu_seconds(), own_cpu_seconds(), postgres_cpu_seconds(), time.monotonic())
+        self.start = (
+            machine_cpu_seconds(),
+            own_cpu_seconds(),
+            postgres_cpu_seconds(),
+            time.monotonic(),
+        )
 
     def other_cores(self) -> float | None:
         (busy0, _), own0, pg0, t0 = self.start
         (busy1, _), own1, pg1, t1 = (
-            cpu_seconds(),
+            machine_cpu_seconds(),
             own_cpu_seconds(),
             postgres_cpu_seconds(),
             time.monotonic(),
