@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from app.migrations import upgrade_to_head
 from app.sandbox import SandboxState, create_sandbox_app
 from app.settings import Settings
 from app.telemetry import JsonFormatter
-from tests.support import ServerThread, free_port, swap_database
+from tests.support import ServerThread, free_port, swap_database, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 API_TOKEN = "test-api-token-0123456789"
@@ -199,16 +198,8 @@ async def start_process_service(make_settings) -> AsyncIterator[Callable[..., Aw
         service = Service(f"http://127.0.0.1:{port}")
         service.process = process
         running.append((process, service))
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if (await service.anon.get("/healthz")).status_code == 200:
-                    return service
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, "the service process exited"
-            assert time.monotonic() < deadline, "the service process did not start"
-            await asyncio.sleep(0.05)
+        await wait_until_serving(service, process)
+        return service
 
     yield start
     for process, service in running:

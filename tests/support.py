@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -125,3 +126,19 @@ def assert_error(response: Any, status: int, code: str | None = None) -> dict:
     if code is not None:
         assert body["error"] == code, body
     return body
+
+
+async def wait_until_serving(service: Any, process: Any, why_exited: Any = None) -> None:
+    """Poll a service process's /healthz until it answers; fail if the process exits first."""
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if (await service.anon.get("/healthz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, why_exited() if why_exited else "the service process exited"
+        assert time.monotonic() < deadline, "the service process did not start"
+        await asyncio.sleep(0.05)

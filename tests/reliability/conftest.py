@@ -18,11 +18,10 @@ import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import EMAIL_SHAPED, ROOT, SECRETS, Service, settings_env
-from tests.support import free_port
+from tests.support import free_port, wait_until_serving
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -108,16 +107,8 @@ async def start_logged_service(
         service = Service(f"http://127.0.0.1:{port}")
         service.process = process
         running.append((process, service))
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if (await service.anon.get("/healthz")).status_code == 200:
-                    return service
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process_logs.stderr()[-2000:]
-            assert time.monotonic() < deadline, "the service process did not start"
-            await asyncio.sleep(0.05)
+        await wait_until_serving(service, process, lambda: process_logs.stderr()[-2000:])
+        return service
 
     yield start
     for process, service in running:
