@@ -70,7 +70,7 @@ async def enqueue(
     )
     JOBS_ENQUEUED.labels(type, _flag(row["deduplicated"])).inc()
     if not row["deduplicated"] and _due(run_at):
-        notify.job_due()
+        notify.job_due(committed=not conn.is_in_transaction())
     return Enqueued(str(row["id"]), row["type"], row["status"], row["deduplicated"], full_key)
 
 
@@ -111,7 +111,7 @@ async def enqueue_many(
         JOBS_ENQUEUED.labels(type, "false").inc(created)
         JOBS_ENQUEUED.labels(type, "true").inc(asked - created)
     if any(not r["deduplicated"] for r in rows) and any(_due(s.run_at) for s in unique):
-        notify.job_due()
+        notify.job_due(committed=not conn.is_in_transaction())
     return [by_key[dedupe_key(type, key)] for key in first]
 
 

@@ -2,8 +2,11 @@
 
 A `pg_notify` inside the enqueue transaction would serialize every commit behind the notify
 queue's lock. Instead, an enqueue that created a due job only pokes this process's Notifier,
-which sends one NOTIFY per short window from a pooled connection of its own. A worker that
-misses one still polls, so a lost notification costs latency, never a job.
+which sends NOTIFY from a pooled connection of its own: at once when the enqueue has already
+committed, after a short window when it is part of a transaction still open (so the job is
+visible when workers look), and never more than one per window: a burst of enqueues wakes
+workers once at its start and once more at the end of each window. A worker that misses one
+still polls, so a lost notification costs latency, never a job.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 from app.db import Database
 
 CHANNEL = "handoff_jobs"
-# At most one NOTIFY per window per process: a burst of enqueues wakes workers once.
+# At most one NOTIFY per window per process.
 WINDOW_S = 0.02
 
 log = logging.getLogger("handoff.notify")
@@ -24,12 +27,13 @@ log = logging.getLogger("handoff.notify")
 _notifiers: dict[asyncio.AbstractEventLoop, Notifier] = {}
 
 
-def job_due() -> None:
-    """Called after enqueueing a job that is due now; cheap, never blocks, never fails."""
+def job_due(*, committed: bool = True) -> None:
+    """Called after enqueueing a job that is due now; cheap, never blocks, never fails.
+    `committed`: False when the enqueue belongs to a transaction that is still open."""
     with contextlib.suppress(RuntimeError):
         notifier = _notifiers.get(asyncio.get_running_loop())
         if notifier is not None:
-            notifier.poke()
+            notifier.poke(committed=committed)
 
 
 class Notifier:
@@ -37,9 +41,15 @@ class Notifier:
         self.db = db
         self.window_s = window_s
         self._pending = asyncio.Event()
+        self._now = False  # a poke from an enqueue that has committed
+        self._open = False  # a poke from an enqueue whose transaction may still be open
         self._task: asyncio.Task[None] | None = None
 
-    def poke(self) -> None:
+    def poke(self, *, committed: bool = True) -> None:
+        if committed:
+            self._now = True
+        else:
+            self._open = True
         self._pending.set()
 
     async def __aenter__(self) -> Notifier:
@@ -57,11 +67,19 @@ class Notifier:
     async def _run(self) -> None:
         while True:
             await self._pending.wait()
-            # Let the enqueue's own transaction commit first, and gather the rest of a burst.
-            await asyncio.sleep(self.window_s)
+            if not self._now:
+                # Let the enqueue's own transaction commit first.
+                await asyncio.sleep(self.window_s)
+            # An open transaction's poke sent along with a committed one gets one more NOTIFY.
+            again = self._now and self._open
             self._pending.clear()
+            self._now = self._open = False
             try:
                 async with self.db.acquire() as conn:
                     await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
             except Exception:
                 log.warning("could not notify workers", exc_info=True)
+            # The pokes of the next window share one NOTIFY at its end.
+            await asyncio.sleep(self.window_s)
+            if again:
+                self.poke()

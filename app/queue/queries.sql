@@ -67,31 +67,25 @@ WHERE j.id = picked.id
 RETURNING j.id, j.type, j.payload::text AS payload, j.attempts, j.max_attempts, j.client_id, j.lead_id,
           j.dedupe_key, picked.stale
 
--- complete --
--- Every state change below is guarded by the lease: a runner that lost it changes nothing.
-UPDATE jobs
-SET status = 'succeeded', finished_at = now(), lock_token = NULL, locked_until = NULL
-WHERE id = $1 AND lock_token = $2::uuid AND status = 'running'
-
--- retry --
--- Back to pending after $3 seconds; the row stays in the active index, so no key can clash.
-UPDATE jobs
-SET status = 'pending', run_at = now() + make_interval(secs => $3::float8), last_error = $4,
+-- record_outcomes --
+-- Every attempt that finished together, in one statement and one commit: parallel arrays, one
+-- row per job, sorted by id so overlapping writers lock rows in one order. Each row is guarded
+-- by its lease: a runner that lost a job changes nothing, and RETURNING names what changed.
+-- succeeded/failed end the job; pending comes back after delay_s (a retry keeps its attempt,
+-- a release gives it back) and stays in the active dedupe index, so no key can clash; an
+-- error, when given, replaces last_error.
+UPDATE jobs AS j
+SET status = t.status,
+    finished_at = CASE WHEN t.status = 'pending' THEN NULL ELSE now() END,
+    run_at = CASE WHEN t.status = 'pending' THEN now() + make_interval(secs => t.delay_s)
+                  ELSE j.run_at END,
+    attempts = CASE WHEN t.give_back THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
+    last_error = coalesce(t.error, j.last_error),
     lock_token = NULL, locked_until = NULL
-WHERE id = $1 AND lock_token = $2::uuid AND status = 'running'
-
--- fail --
-UPDATE jobs
-SET status = 'failed', finished_at = now(), last_error = $3,
-    lock_token = NULL, locked_until = NULL
-WHERE id = $1 AND lock_token = $2::uuid AND status = 'running'
-
--- release --
--- The budget ran out mid-attempt: give the attempt back and let the next runner take it.
-UPDATE jobs
-SET status = 'pending', attempts = greatest(attempts - 1, 0),
-    run_at = now() + make_interval(secs => $3::float8), lock_token = NULL, locked_until = NULL
-WHERE id = $1 AND lock_token = $2::uuid AND status = 'running'
+FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::float8[], $5::text[], $6::bool[])
+     AS t(id, token, status, delay_s, error, give_back)
+WHERE j.id = t.id AND j.lock_token = t.token AND j.status = 'running'
+RETURNING j.id
 
 -- count_due --
 -- What the next runner would find: due pending jobs plus running jobs whose lease expired,

@@ -15,6 +15,7 @@ import math
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import Database
 from app.metrics import ATTEMPT_SECONDS, RUNNER_INVOCATIONS
+from app.queue.outcomes import Action, OutcomeWriter, Record
 from app.queue.registry import Registry, UnknownJobType, registry
 from app.queue.retry import Discard, RetryLater, backoff_s
 from app.queue.sql import QUERIES
@@ -97,6 +99,34 @@ class DrainSummary:
         }
 
 
+class Slots:
+    """How many handlers may run at once. A slot frees when its handler is done, while its
+    outcome may still be on its way to the database."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.busy = 0
+        self.freed = asyncio.Event()
+
+    @property
+    def free(self) -> int:
+        return self.size - self.busy
+
+    def take(self) -> Callable[[], None]:
+        """Hold one slot; the function returned gives it back (calling it again does nothing)."""
+        self.busy += 1
+        held = True
+
+        def give_back() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self.busy -= 1
+                self.freed.set()
+
+        return give_back
+
+
 class Runner:
     def __init__(
         self,
@@ -116,6 +146,8 @@ class Runner:
         self.lease_s = lease_s
         self.jobs = jobs
         self.invocation_id = invocation_id or uuid.uuid4().hex[:12]
+        self.outcomes = OutcomeWriter(db, owner=self.invocation_id)
+        self.slots = Slots(concurrency)
 
     async def claim(self, limit: int) -> list[ClaimedJob]:
         """Lease up to `limit` due jobs to this runner."""
@@ -158,21 +190,27 @@ class Runner:
             while True:
                 left = deadline - loop.time()
                 out_of_time = left < MIN_CLAIM_S
-                free = self.concurrency - len(in_flight)
-                if free > 0 and not out_of_time:
-                    for job in await self.claim(free):
+                self.slots.freed.clear()
+                if self.slots.free > 0 and not out_of_time:
+                    for job in await self.claim(self.slots.free):
                         summary.released_stale += job.stale
-                        in_flight.add(asyncio.create_task(self.attempt(job, deadline)))
+                        in_flight.add(self.start(job, deadline))
                 if not in_flight:
                     break
-                done, in_flight = await asyncio.wait(
-                    in_flight,
+                # Wake when a handler is done (its slot is free while its outcome is being
+                # written, so the next claim overlaps that write) or an attempt has ended.
+                freed = asyncio.ensure_future(self.slots.freed.wait())
+                done, _ = await asyncio.wait(
+                    {*in_flight, freed},
                     timeout=max(left, 0) + CANCEL_GRACE_S,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-                summary.outcomes.update(task.result() for task in done)
+                freed.cancel()
                 if not done:
                     break
+                finished = {task for task in in_flight if task.done()}
+                in_flight -= finished
+                summary.outcomes.update(task.result() for task in finished)
         finally:
             summary.outcomes.update(await self.stop(in_flight))
         summary.remaining_due, summary.oldest_due_age_s = await self.due()
@@ -201,19 +239,41 @@ class Runner:
         done, _ = await asyncio.wait(tasks, timeout=CANCEL_GRACE_S)
         return [t.result() for t in done if not t.cancelled()]
 
-    async def attempt(self, job: ClaimedJob, budget_deadline: float = math.inf) -> Outcome:
-        """Run one claimed job once, within its timeout and the budget, and record how it went."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+    def start(self, job: ClaimedJob, budget_deadline: float = math.inf) -> asyncio.Task[Outcome]:
+        """Attempt `job` in a task of its own, holding one slot until its handler is done."""
+        give_back = self.slots.take()
+        task = asyncio.create_task(self.attempt(job, budget_deadline, ran=give_back))
+        task.add_done_callback(lambda _: give_back())
+        return task
+
+    async def attempt(
+        self,
+        job: ClaimedJob,
+        budget_deadline: float = math.inf,
+        *,
+        ran: Callable[[], None] | None = None,
+    ) -> Outcome:
+        """Run one claimed job once, within its timeout and the budget, and record how it went.
+
+        `ran` is called once the handler is done, before the outcome is written."""
+        started = asyncio.get_running_loop().time()
+        action, error, delay = await self._run(job, started, budget_deadline)
+        if ran is not None:
+            ran()
+        return await self._record(job, action, started, error=error, delay=delay)
+
+    async def _run(
+        self, job: ClaimedJob, started: float, budget_deadline: float
+    ) -> tuple[Action, str | None, float]:
+        """Call the job's handler; what to record: the action, the error and the delay."""
         error: str | None = None
         delay: float | None = None
         try:
             handler = self.jobs.get(job.type)
         except UnknownJobType:
-            return await self._record(job, "fail", started, error="no handler for this job type")
+            return "fail", "no handler for this job type", 0.0
         if job.attempt > job.max_attempts:
-            error = "the runner was lost during the last attempt"
-            return await self._record(job, "fail", started, error=error)
+            return "fail", "the runner was lost during the last attempt", 0.0
         timeout = min(handler.timeout_s or self.job_timeout_s, self.job_timeout_s)
         job_deadline = started + timeout
         deadline = min(job_deadline, budget_deadline)
@@ -223,18 +283,18 @@ class Runner:
                 await handler.fn(ctx)
         except asyncio.CancelledError:
             # Only drain() cancels an attempt, when it must answer: give the job back.
-            return await self._record(job, "release", started, delay=RELEASE_DELAY_S)
+            return "release", None, RELEASE_DELAY_S
         except TimeoutError:
             if not scope.expired():
                 error = "TimeoutError raised by the handler"
             elif deadline < job_deadline:
-                return await self._record(job, "release", started, delay=RELEASE_DELAY_S)
+                return "release", None, RELEASE_DELAY_S
             else:
                 error = f"attempt timed out after {timeout:g}s"
         except RetryLater as exc:
             error, delay = str(exc), exc.after
         except Discard as exc:
-            return await self._record(job, "fail", started, error=str(exc) or "discarded")
+            return "fail", str(exc) or "discarded", 0.0
         except Exception as exc:
             error = f"unexpected error: {type(exc).__name__}"
             log.warning(
@@ -247,21 +307,15 @@ class Runner:
                 },
             )
         else:
-            return await self._record(job, "complete", started)
+            return "complete", None, 0.0
         if job.attempt >= job.max_attempts:
-            return await self._record(job, "fail", started, error=error)
-        return await self._record(
-            job,
-            "retry",
-            started,
-            error=error,
-            delay=backoff_s(job.attempt) if delay is None else delay,
-        )
+            return "fail", error, 0.0
+        return "retry", error, backoff_s(job.attempt) if delay is None else delay
 
     async def _record(
         self,
         job: ClaimedJob,
-        action: Literal["complete", "retry", "fail", "release"],
+        action: Action,
         started: float,
         *,
         error: str | None = None,
@@ -273,24 +327,15 @@ class Runner:
             "fail": "failed",
             "release": "released",
         }[action]
-        args: list[Any] = [job.id, job.token]
-        if action in ("retry", "release"):
-            args.append(float(delay))
-        if action in ("retry", "fail"):
-            args.append((error or "")[:500])
+        record = Record(job.id, job.token, action, delay, error[:500] if error else None)
+        stored = self.outcomes.submit(record)
         try:
-            async with self.db.acquire() as conn:
-                status = await conn.execute(QUERIES[action], *args)
-            updated = status == "UPDATE 1"
-        except Exception:
-            # The lease will expire and another runner will take the job again.
-            log.warning(
-                "could not record job outcome",
-                exc_info=True,
-                extra={"job_id": str(job.id), "invocation_id": self.invocation_id},
-            )
-            updated = 0
+            updated = await asyncio.shield(stored)
+        except asyncio.CancelledError:
+            # drain() is answering: the write is already under way, so count what it did.
+            updated = await stored
         if not updated:
+            # None: the write failed; the lease will expire and another runner takes the job.
             outcome = "lease_lost"
         duration_ms = round((asyncio.get_running_loop().time() - started) * 1000)
         ATTEMPT_SECONDS.labels(job.type, outcome).observe(duration_ms / 1000)

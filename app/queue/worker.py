@@ -55,7 +55,9 @@ class Worker:
         try:
             while not stop.is_set():
                 await self._ensure_listening()
-                free = self.runner.concurrency - len(in_flight)
+                slots = self.runner.slots
+                slots.freed.clear()
+                free = slots.free
                 claimed = []
                 if free > 0:
                     try:
@@ -65,9 +67,11 @@ class Worker:
                         await asyncio.wait([stopping], timeout=ERROR_PAUSE_S)
                         continue
                 for job in claimed:
-                    in_flight.add(asyncio.create_task(self.runner.attempt(job)))
+                    in_flight.add(self.runner.start(job))
+                # A handler that is done frees its slot while its outcome is being written.
+                freed = asyncio.ensure_future(slots.freed.wait())
+                waiters: set[asyncio.Future] = {*in_flight, stopping, freed}
                 woken: asyncio.Task | None = None
-                waiters: set[asyncio.Future] = {*in_flight, stopping}
                 if not claimed or len(claimed) < free:
                     # Nothing more is due: also wake on a notification or the poll interval.
                     self.wakeup.clear()
@@ -75,6 +79,7 @@ class Worker:
                     waiters.add(woken)
                 timeout = self.poll_interval_s if woken else None
                 await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                freed.cancel()
                 if woken:
                     woken.cancel()
                 in_flight = {t for t in in_flight if not t.done()}

@@ -10,7 +10,7 @@ import pytest
 from app.db import Database
 from app.queue import Discard, JobContext, JobSpec, Registry, RetryLater, Runner
 from app.queue.enqueue import enqueue, enqueue_many
-from app.queue.sql import QUERIES
+from app.queue.outcomes import OutcomeWriter, Record
 
 jobs = Registry()
 ran: list[int] = []
@@ -116,20 +116,98 @@ async def test_claim_skips_future_jobs_and_a_lost_lease_changes_nothing(database
     b = runner(database)
     [taken] = await b.claim(10)
     assert taken.id == claimed.id and taken.stale and taken.attempt == 2
-    async with database.acquire() as conn:
-        assert await conn.execute(QUERIES["complete"], taken.id, taken.token) == "UPDATE 1"
-        # A wakes up: whatever it would record is refused by the lease guard.
-        for action, args in (
-            ("complete", ()),
-            ("fail", ("late",)),
-            ("retry", (1.0, "late")),
-            ("release", (1.0,)),
-        ):
-            assert await conn.execute(QUERIES[action], claimed.id, claimed.token, *args) == (
-                "UPDATE 0"
-            )
+    assert await b.outcomes.write([Record(taken.id, taken.token, "complete")]) == {taken.id}
+    # A wakes up: whatever it would record is refused by the lease guard.
+    for action, delay, error in (
+        ("complete", 0.0, None),
+        ("fail", 0.0, "late"),
+        ("retry", 1.0, "late"),
+        ("release", 1.0, None),
+    ):
+        record = Record(claimed.id, claimed.token, action, delay, error)
+        assert await a.outcomes.submit(record) is False
     row = await db.fetchrow("SELECT status, last_error FROM jobs WHERE id = $1", claimed.id)
     assert (row["status"], row["last_error"]) == ("succeeded", None)
+
+
+async def test_outcomes_written_together_each_take_their_own_action(database, db):
+    async with database.acquire() as conn:
+        for key in "abcde":
+            await enqueue(conn, "noop", key, jobs=jobs)
+    a = runner(database)
+    claimed = {j.dedupe_key[-1]: j for j in await a.claim(10)}
+    lost = claimed["e"]
+    await db.execute("UPDATE jobs SET lock_token = gen_random_uuid() WHERE id = $1", lost.id)
+    records = [
+        Record(claimed["a"].id, claimed["a"].token, "complete"),
+        Record(claimed["b"].id, claimed["b"].token, "retry", 30.0, "provider said wait"),
+        Record(claimed["c"].id, claimed["c"].token, "fail", 0.0, "gave up"),
+        Record(claimed["d"].id, claimed["d"].token, "release", 1.0),
+        Record(lost.id, lost.token, "complete"),
+    ]
+    # Handed over at once, they go out in at most two statements (the first may leave alone).
+    results = await asyncio.gather(*(a.outcomes.submit(r) for r in records))
+    assert results == [True, True, True, True, False]
+
+    rows = {
+        r["dedupe_key"][-1]: r
+        for r in await db.fetch(
+            "SELECT dedupe_key, status, attempts, last_error, finished_at IS NOT NULL AS ended,"
+            " lock_token IS NULL AS unlocked, extract(epoch FROM run_at - now()) AS wait_s"
+            " FROM jobs"
+        )
+    }
+    got = {k: (r["status"], r["attempts"], r["last_error"], r["ended"]) for k, r in rows.items()}
+    assert got == {
+        "a": ("succeeded", 1, None, True),
+        "b": ("pending", 1, "provider said wait", False),
+        "c": ("failed", 1, "gave up", True),
+        "d": ("pending", 0, None, False),  # the attempt is given back
+        "e": ("running", 1, None, False),  # another runner's lease: untouched
+    }
+    assert 25 < rows["b"]["wait_s"] <= 30 and 0 < rows["d"]["wait_s"] <= 1
+    assert all(rows[k]["unlocked"] for k in "abcd") and not rows["e"]["unlocked"]
+
+
+async def test_an_outcome_that_cannot_be_written_is_reported_not_raised(database_url, db):
+    broken = await Database.open(database_url, pool_size=2)
+    async with broken.acquire() as conn:
+        await enqueue(conn, "noop", "x", jobs=jobs)
+    a = runner(broken)
+    [job] = await a.claim(1)
+    await broken.close()
+    assert await a.outcomes.submit(Record(job.id, job.token, "complete")) is None
+    # The job keeps its lease; once it expires another runner takes it again.
+    assert await db.fetchval("SELECT status FROM jobs WHERE id = $1", job.id) == "running"
+
+
+async def test_a_slot_frees_when_its_handler_is_done_not_when_its_outcome_is_stored(database, db):
+    # The first outcome's write is held until the third job runs: with one slot, that only
+    # happens if each next job is claimed while the earlier outcomes are still on their way.
+    third_ran = asyncio.Event()
+    started: list[int] = []
+
+    class HeldWriter(OutcomeWriter):
+        async def write(self, records):
+            await third_ran.wait()
+            return await super().write(records)
+
+    local = Registry()
+
+    @local.handler("step", dedupe="active")
+    async def step(ctx: JobContext) -> None:
+        started.append(await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'succeeded'"))
+        if len(started) == 3:
+            third_ran.set()
+
+    async with database.acquire() as conn:
+        await enqueue_many(conn, "step", [JobSpec(k) for k in "abc"], jobs=local)
+    one = Runner(database, jobs=local, concurrency=1, job_timeout_s=5, lease_s=10)
+    one.outcomes = HeldWriter(database)
+    summary = await asyncio.wait_for(one.drain(10), 20)
+    assert summary.outcomes["succeeded"] == 3
+    assert started == [0, 0, 0]  # no outcome was stored before the third job started
+    assert await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'succeeded'") == 3
 
 
 async def test_outcomes_unexpected_errors_discard_and_retry_later(database, db):
