@@ -166,10 +166,10 @@ class Systems:
             from app.queue.sql import QUERIES
 
             db = await open_handoff(self.handoff_url, 1)
-            nulls, empty, ones = [None] * BATCH, ["{}"] * BATCH, [1] * BATCH
 
             async def submit(i: int) -> None:
-                # What enqueue_many sends, minus its per-job Python work around the statement.
+                # What enqueue_many sends (the columns left at their defaults go as NULL),
+                # minus its per-job Python work around the statement.
                 batch = sorted(f"noop_active:{k}" for k in keys(i))
                 async with db.acquire() as conn:
                     await conn.fetch(
@@ -177,11 +177,11 @@ class Systems:
                         "noop_active",
                         5,
                         batch,
-                        nulls,
-                        nulls,
-                        empty,
-                        nulls,
-                        ones,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
                     )
 
             close = db.close

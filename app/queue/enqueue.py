@@ -81,21 +81,22 @@ async def enqueue_many(
     if not specs:
         return []
     handler = jobs.get(type)
+    prefix = dedupe_key(type, "")
     counts = Counter(spec.key for spec in specs)
-    first: dict[str, JobSpec] = {}
-    for spec in specs:
-        first.setdefault(spec.key, spec)
-    unique = sorted(first.values(), key=lambda spec: dedupe_key(type, spec.key))
+    # The first spec of each key wins; walking backwards leaves it last in the dict.
+    first = {spec.key: spec for spec in reversed(specs)}
+    # Every key shares the prefix, so sorting keys sorts dedupe keys.
+    unique = [first[key] for key in sorted(first)]
     rows = await conn.fetch(
         QUERIES[f"enqueue_many_{handler.dedupe}"],
         type,
         handler.max_attempts,
-        [dedupe_key(type, s.key) for s in unique],
-        [s.client_id for s in unique],
-        [s.lead_id for s in unique],
-        [json.dumps(s.payload) for s in unique],
-        [s.run_at for s in unique],
-        [counts[s.key] for s in unique],
+        [prefix + s.key for s in unique],
+        _column([s.client_id for s in unique]),
+        _column([s.lead_id for s in unique]),
+        _column([json.dumps(s.payload) if s.payload else None for s in unique]),
+        _column([s.run_at for s in unique]),
+        _column([n if (n := counts[s.key]) > 1 else None for s in unique]),
     )
     by_key = {
         r["dedupe_key"]: Enqueued(
@@ -103,16 +104,20 @@ async def enqueue_many(
         )
         for r in rows
     }
-    for r in rows:
-        # A key asked for n times in one batch: one request created it (unless it already
-        # existed), the others were absorbed.
-        asked = counts[r["dedupe_key"].removeprefix(f"{type}:")]
-        created = 0 if r["deduplicated"] else 1
-        JOBS_ENQUEUED.labels(type, "false").inc(created)
-        JOBS_ENQUEUED.labels(type, "true").inc(asked - created)
-    if any(not r["deduplicated"] for r in rows) and any(_due(s.run_at) for s in unique):
+    # A key asked for n times in one batch: one request created it (unless it already existed),
+    # the others were absorbed.
+    created = sum(not job.deduplicated for job in by_key.values())
+    JOBS_ENQUEUED.labels(type, "false").inc(created)
+    JOBS_ENQUEUED.labels(type, "true").inc(len(specs) - created)
+    if created and any(_due(s.run_at) for s in unique):
         notify.job_due(committed=not conn.is_in_transaction())
-    return [by_key[dedupe_key(type, key)] for key in first]
+    return [by_key[prefix + key] for key in dict.fromkeys(spec.key for spec in specs)]
+
+
+def _column(values: list[Any]) -> list[Any] | None:
+    """NULL instead of an array of NULLs: the statement fills in the default, and the driver
+    encodes nothing per row."""
+    return values if any(v is not None for v in values) else None
 
 
 def _flag(value: bool) -> str:

@@ -18,10 +18,12 @@ RETURNING j.id, j.type, j.status, (j.xmax <> '0'::xid) AS deduplicated
 -- enqueue_many_active --
 -- Fan-out in one statement: parallel arrays unnested into rows. Keys arrive unique and sorted
 -- (one row may not be updated twice by one statement; one order avoids deadlocks between
--- overlapping batches), with n = how many requests each key stands for.
+-- overlapping batches), with n = how many requests each key stands for. A column that is the
+-- same default for every row comes as NULL: unnest pads it with NULLs, coalesce fills them in.
 INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts,
                        run_at, enqueue_count)
-SELECT $1, t.k, 'active', t.c, t.l, t.p::jsonb, $2, coalesce(t.r, now()), t.n
+SELECT $1, t.k, 'active', t.c, t.l, coalesce(t.p, '{}')::jsonb, $2, coalesce(t.r, now()),
+       coalesce(t.n, 1)
 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::int[])
      AS t(k, c, l, p, r, n)
 ON CONFLICT (dedupe_key) WHERE dedupe_scope = 'active' AND status IN ('pending', 'running')
@@ -32,7 +34,8 @@ RETURNING j.id, j.type, j.status, j.dedupe_key, (j.xmax <> '0'::xid) AS deduplic
 -- Same as enqueue_many_active, against the forever index.
 INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts,
                        run_at, enqueue_count)
-SELECT $1, t.k, 'forever', t.c, t.l, t.p::jsonb, $2, coalesce(t.r, now()), t.n
+SELECT $1, t.k, 'forever', t.c, t.l, coalesce(t.p, '{}')::jsonb, $2, coalesce(t.r, now()),
+       coalesce(t.n, 1)
 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::int[])
      AS t(k, c, l, p, r, n)
 ON CONFLICT (dedupe_key) WHERE dedupe_scope = 'forever'

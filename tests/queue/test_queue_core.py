@@ -81,6 +81,34 @@ async def test_bulk_enqueue_counts_in_batch_duplicates_and_keeps_order(database,
     assert counts == {"noop:a": 2, "noop:b": 3, "noop:c": 2, "noop:d": 1}
 
 
+async def test_bulk_enqueue_keeps_each_jobs_own_fields_and_the_first_spec_of_a_key(database, db):
+    later = await db.fetchval("SELECT now() + interval '1 hour'")
+    specs = [
+        JobSpec("x", client_id="acme", lead_id="l1", payload={"channel": "sms"}),
+        JobSpec("y"),
+        JobSpec("x", client_id="other", payload={"channel": "email"}),  # absorbed by the first
+        JobSpec("z", run_at=later),
+    ]
+    async with database.acquire() as conn:
+        await enqueue_many(conn, "noop", specs, jobs=jobs)
+    rows = {
+        r["dedupe_key"]: r
+        for r in await db.fetch(
+            "SELECT dedupe_key, client_id, lead_id, payload::text, enqueue_count,"
+            " run_at > now() + interval '30 minutes' AS later FROM jobs"
+        )
+    }
+    got = {
+        k: (r["client_id"], r["lead_id"], r["payload"], r["enqueue_count"], r["later"])
+        for k, r in rows.items()
+    }
+    assert got == {
+        "noop:x": ("acme", "l1", '{"channel": "sms"}', 2, False),
+        "noop:y": (None, None, "{}", 1, False),
+        "noop:z": (None, None, "{}", 1, True),
+    }
+
+
 async def test_overlapping_bulk_enqueues_never_deadlock_or_fail(database, db):
     keys = [f"k{i}" for i in range(200)]
 
