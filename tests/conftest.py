@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -174,31 +175,88 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def spawn(args: list[str], settings: Settings) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env=settings_env(settings),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+class ProcessLogs:
+    """The stdout and stderr files of every process a test started."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.files: list[tuple[str, Path, Path]] = []
+
+    def open(self, name: str) -> tuple[object, object]:
+        index = len(self.files)
+        out = self.directory / f"{index}-{name}.out"
+        err = self.directory / f"{index}-{name}.err"
+        self.files.append((name, out, err))
+        return out.open("wb"), err.open("wb")
+
+    def lines(self, name: str | None = None) -> list[str]:
+        """Every stdout line of the processes (or only those called `name`)."""
+        found: list[str] = []
+        for process, out, _ in self.files:
+            if name is None or process == name:
+                found += out.read_text(errors="replace").splitlines()
+        return found
+
+    def stderr(self, name: str | None = None) -> str:
+        return "".join(
+            err.read_text(errors="replace")
+            for process, _, err in self.files
+            if name is None or process == name
+        )
+
+    def records(self, name: str | None = None) -> list[dict]:
+        """stdout lines as JSON objects; a line that is not one is reported as an error."""
+        records = []
+        for line in self.lines(name):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                records.append({"level": "error", "msg": f"not a JSON log line: {line[:200]}"})
+        return records
+
+    def errors(self, name: str | None = None) -> list[dict]:
+        return [r for r in self.records(name) if r.get("level") in ("error", "critical")]
 
 
 @pytest.fixture
-async def start_process_service(make_settings) -> AsyncIterator[Callable[..., Awaitable[Service]]]:
+def process_logs() -> Iterator[ProcessLogs]:
+    with tempfile.TemporaryDirectory(prefix="handoff-proc-logs-") as directory:
+        yield ProcessLogs(Path(directory))
+
+
+def spawn(args: list[str], settings: Settings, logs: ProcessLogs, name: str) -> subprocess.Popen:
+    """`python <args>` with these settings in its environment, its output kept in `logs`."""
+    out, err = logs.open(name)
+    try:
+        return subprocess.Popen(
+            [sys.executable, *args], cwd=ROOT, env=settings_env(settings), stdout=out, stderr=err
+        )
+    finally:
+        out.close()
+        err.close()
+
+
+@pytest.fixture
+async def start_process_service(
+    make_settings, process_logs
+) -> AsyncIterator[Callable[..., Awaitable[Service]]]:
     """Like start_service, but in a process of its own (uvicorn app.main:app, settings in its
-    environment): for crashes, and for load that should not share the tests' interpreter."""
+    environment, log lines kept in `process_logs`): for crashes, and for load that should not
+    share the tests' interpreter."""
     running: list[tuple[subprocess.Popen, Service]] = []
 
     async def start(**overrides: object) -> Service:
         port = free_port()
         process = spawn(
-            ["-m", "uvicorn", "app.main:app", "--port", str(port)], make_settings(**overrides)
+            ["-m", "uvicorn", "app.main:app", "--port", str(port)],
+            make_settings(**overrides),
+            process_logs,
+            "server",
         )
         service = Service(f"http://127.0.0.1:{port}")
         service.process = process
         running.append((process, service))
-        await wait_until_serving(service, process)
+        await wait_until_serving(service, process, lambda: process_logs.stderr()[-2000:])
         return service
 
     yield start
@@ -210,12 +268,13 @@ async def start_process_service(make_settings) -> AsyncIterator[Callable[..., Aw
 
 
 @pytest.fixture
-def start_worker(make_settings) -> Iterator[Callable[..., subprocess.Popen]]:
-    """`python -m app.worker` with these setting overrides; killed after the test if alive."""
+def start_worker(make_settings, process_logs) -> Iterator[Callable[..., subprocess.Popen]]:
+    """`python -m app.worker` with these setting overrides, log lines kept in `process_logs`;
+    killed after the test if alive."""
     running: list[subprocess.Popen] = []
 
     def start(**overrides: object) -> subprocess.Popen:
-        process = spawn(["-m", "app.worker"], make_settings(**overrides))
+        process = spawn(["-m", "app.worker"], make_settings(**overrides), process_logs, "worker")
         running.append(process)
         return process
 
@@ -260,8 +319,9 @@ EMAIL_SHAPED = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[A-Za-z]{2,}")
 
 
 @pytest.fixture(autouse=True)
-def logs() -> Iterator[LogCapture]:
-    """Every test's log lines, checked afterwards: no secret and no email address in any."""
+def logs(process_logs) -> Iterator[LogCapture]:
+    """Every test's log lines, and those of every process it started, checked afterwards: no
+    secret and no email address in any."""
     capture = LogCapture()
     root = logging.getLogger()
     root.addHandler(capture)
@@ -270,6 +330,6 @@ def logs() -> Iterator[LogCapture]:
     yield capture
     root.removeHandler(capture)
     root.setLevel(previous)
-    for line in capture.lines:
+    for line in capture.lines + process_logs.lines() + process_logs.stderr().splitlines():
         assert not any(secret in line for secret in SECRETS), f"a secret in a log line: {line}"
         assert not EMAIL_SHAPED.search(line), f"an email address in a log line: {line}"

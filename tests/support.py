@@ -142,3 +142,12 @@ async def wait_until_serving(service: Any, process: Any, why_exited: Any = None)
         assert process.poll() is None, why_exited() if why_exited else "the service process exited"
         assert time.monotonic() < deadline, "the service process did not start"
         await asyncio.sleep(0.05)
+
+
+async def eventually(predicate, within_s: float, step_s: float = 0.05, what: str = "condition"):
+    """Poll an async predicate until it holds; fail naming `what` after `within_s`."""
+    deadline = time.monotonic() + within_s
+    while not (value := await predicate()):
+        assert time.monotonic() < deadline, f"{what}: not within {within_s} s"
+        await asyncio.sleep(step_s)
+    return value

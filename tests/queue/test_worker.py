@@ -10,15 +10,7 @@ import time
 
 from app.sandbox.data import sms_history
 from tests.queue.test_runner import sms_only_leads, sync_leads
-from tests.support import seed
-
-
-async def eventually(predicate, within_s: float, step_s: float = 0.05):
-    deadline = time.monotonic() + within_s
-    while not (value := await predicate()):
-        assert time.monotonic() < deadline, "not within the time allowed"
-        await asyncio.sleep(step_s)
-    return value
+from tests.support import eventually, seed
 
 
 async def listening(db) -> bool:

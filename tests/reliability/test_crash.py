@@ -13,8 +13,7 @@ import signal
 import httpx
 
 from app.sandbox.data import email_history, sms_history
-from tests.reliability.conftest import eventually
-from tests.support import seed
+from tests.support import eventually, seed
 
 LEADS = 10
 JOB_TIMEOUT_S = 4
@@ -35,7 +34,7 @@ def expected_messages(leads: list[str]) -> int:
 
 
 async def test_kill_mid_drain_with_syncs_between_pages_and_accepted_sends(
-    start_service, start_process_service, start_logged_worker, sandbox, db, process_logs, pii
+    start_service, start_process_service, start_worker, sandbox, db, process_logs, pii
 ):
     state, _ = sandbox
     service = start_service()
@@ -101,7 +100,7 @@ async def test_kill_mid_drain_with_syncs_between_pages_and_accepted_sends(
 
     # A new process takes over once the dead one's lease is over.
     state.clear_faults()
-    worker = start_logged_worker(
+    worker = start_worker(
         runner_concurrency=16,
         job_timeout_s=JOB_TIMEOUT_S,
         lease_grace_s=LEASE_GRACE_S,
@@ -140,7 +139,7 @@ async def test_kill_mid_drain_with_syncs_between_pages_and_accepted_sends(
 
 
 async def test_workers_killed_again_and_again_lose_nothing_and_repeat_nothing(
-    service, sandbox, start_logged_worker, db, process_logs
+    service, sandbox, start_worker, db, process_logs
 ):
     """Three workers in turn die by SIGKILL at a random moment of a busy drain; each kill
     costs the jobs it held one attempt, never a job and never a stored duplicate."""
@@ -164,7 +163,7 @@ async def test_workers_killed_again_and_again_lose_nothing_and_repeat_nothing(
     lost_attempts: dict[int, int] = {}
     owners: set[str] = set()
     for _ in range(3):
-        worker = start_logged_worker(**settings)
+        worker = start_worker(**settings)
 
         async def busy(seen: frozenset[str] = frozenset(owners)) -> bool:
             rows = await db.fetch(
@@ -182,7 +181,7 @@ async def test_workers_killed_again_and_again_lose_nothing_and_repeat_nothing(
         for row in held:
             lost_attempts[row["id"]] = row["attempts"]
 
-    survivor = start_logged_worker(**settings)
+    survivor = start_worker(**settings)
 
     async def all_succeeded() -> bool:
         return await db.fetchval("SELECT bool_and(status = 'succeeded') FROM jobs")

@@ -17,8 +17,7 @@ import psutil
 from app.db import async_url
 from app.migrations import upgrade_to_head
 from tests.conftest import WEBHOOK_SECRET
-from tests.reliability.conftest import eventually
-from tests.support import assert_error, seed, signed
+from tests.support import assert_error, eventually, seed, signed
 
 CLIENTS = 4
 OUTAGE_S = 3.0
@@ -96,14 +95,14 @@ class Load:
 
 
 async def test_postgres_restart_under_load_loses_no_accepted_job(
-    cluster, start_logged_service, start_logged_worker, process_logs, pii
+    cluster, start_process_service, start_worker, process_logs, pii
 ):
     pii.add(TEXT, PHONE, "20 7946 0958", "About the outage")
     url = cluster.url
     await asyncio.to_thread(upgrade_to_head, url)
-    service = await start_logged_service(database_url=url)
+    service = await start_process_service(database_url=url)
     leads = await seed(service, leads=10)
-    worker = start_logged_worker(
+    worker = start_worker(
         database_url=url, job_timeout_s=3, lease_grace_s=1, worker_poll_interval_s=0.2
     )
     load = Load(service, leads)
@@ -212,7 +211,7 @@ def postgres_processes(cluster) -> list[psutil.Process]:
 
 
 async def test_a_database_that_stops_answering_still_gets_503_within_5_s(
-    cluster, start_logged_service, process_logs, pii
+    cluster, start_process_service, process_logs, pii
 ):
     """Postgres frozen (SIGSTOP), as a network partition or a stalled primary looks from the
     app: connections stay open and nothing answers. Routes still answer 503 with Retry-After
@@ -220,7 +219,7 @@ async def test_a_database_that_stops_answering_still_gets_503_within_5_s(
     pii.add(TEXT, PHONE, "About the outage")
     url = cluster.url
     await asyncio.to_thread(upgrade_to_head, url)
-    service = await start_logged_service(database_url=url)
+    service = await start_process_service(database_url=url)
     [lead] = await seed(service, leads=1)
     body, headers = delivery("frozen-wh", 0)
     requests = {

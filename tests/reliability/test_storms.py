@@ -14,8 +14,7 @@ import httpx
 
 from app.sandbox.data import sms_history
 from tests.conftest import API_TOKEN, WEBHOOK_SECRET
-from tests.reliability.conftest import eventually
-from tests.support import seed, signed
+from tests.support import eventually, seed, signed
 
 REQUESTS = 10_000
 CONNECTIONS = 64
@@ -66,9 +65,9 @@ def assert_quiet(process_logs, logs, requests: int) -> None:
 
 
 async def test_ten_thousand_duplicate_syncs_make_one_job_per_channel(
-    start_logged_service, db, process_logs, logs
+    start_process_service, db, process_logs, logs
 ):
-    service = await start_logged_service()
+    service = await start_process_service()
     [lead] = await seed(service, leads=1)
     request = {
         "method": "POST",
@@ -102,10 +101,10 @@ async def test_ten_thousand_duplicate_syncs_make_one_job_per_channel(
 
 
 async def test_ten_thousand_webhook_redeliveries_make_one_job_per_delivery_id(
-    start_logged_service, db, process_logs, logs, pii
+    start_process_service, db, process_logs, logs, pii
 ):
     pii.add(TEXT, PHONE, "415 555 0142", "Storm subject")
-    service = await start_logged_service()
+    service = await start_process_service()
     await seed(service, leads=1)
     deliveries = []
     for n in range(DELIVERIES):
@@ -150,14 +149,14 @@ async def test_ten_thousand_webhook_redeliveries_make_one_job_per_delivery_id(
 
 
 async def test_duplicate_syncs_racing_a_worker_that_finishes_the_jobs(
-    start_logged_service, start_logged_worker, db, process_logs, logs
+    start_process_service, start_worker, db, process_logs, logs
 ):
     """A sync job is deduplicated only while pending or running: with a worker finishing it
     mid-storm, later requests create the next one. The upsert racing those state changes must
     still answer every request 202, count each in exactly one job, and never fail."""
-    service = await start_logged_service()
+    service = await start_process_service()
     [lead] = await seed(service, leads=1)
-    worker = start_logged_worker(runner_concurrency=4, worker_poll_interval_s=0.1)
+    worker = start_worker(runner_concurrency=4, worker_poll_interval_s=0.1)
     requests = 3_000
     request = {
         "method": "POST",
