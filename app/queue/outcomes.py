@@ -68,6 +68,13 @@ class OutcomeWriter:
                     extra={"jobs": len(batch), "invocation_id": self.owner},
                 )
                 stored = None
+            except BaseException:
+                # Cancelled (the loop is closing): nobody may wait on a write that never comes.
+                for _, future in batch + self._waiting:
+                    if not future.done():
+                        future.set_result(None)
+                self._waiting = []
+                raise
             for record, future in batch:
                 if not future.done():
                     future.set_result(None if stored is None else record.job_id in stored)
