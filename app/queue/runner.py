@@ -141,7 +141,6 @@ class Runner:
     ) -> None:
         self.db = db
         self.deps = deps
-        self.concurrency = concurrency
         self.job_timeout_s = job_timeout_s
         self.lease_s = lease_s
         self.jobs = jobs
