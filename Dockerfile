@@ -3,24 +3,31 @@
 #   docker run -p 8000:8000 -e DATABASE_URL=... -e API_TOKEN=... handoff
 #   docker run --no-healthcheck -e DATABASE_URL=... handoff python -m app.worker
 
-# The builder resolves and installs the dependencies into a venv, so whatever a wheel
-# might need to compile stays in this stage and never reaches the final image.
-FROM python:3.12-slim AS builder
+# The builder installs the dependencies into a venv, exactly as uv.lock pins them, so
+# whatever a wheel might need to compile stays in this stage and never reaches the final
+# image. The base is pinned to a full version: a rebuild gets the same Python.
+FROM python:3.12.12-slim-bookworm AS builder
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1
+    PIP_NO_CACHE_DIR=1 \
+    UV_PROJECT_ENVIRONMENT=/opt/venv \
+    UV_PYTHON=/usr/local/bin/python3.12 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_NO_CACHE=1
 
-RUN python -m venv /opt/venv
-ENV PATH="/opt/venv/bin:$PATH"
+RUN pip install --no-cache-dir uv==0.13.9
 
 WORKDIR /src
-# pyproject.toml names README.md as the package's readme, so the build needs it.
-COPY pyproject.toml README.md ./
-COPY app/ ./app/
-RUN pip install --no-cache-dir .
+# Only the lock and the project's metadata: this layer, the slow one, is rebuilt when they
+# change and reused on a code change. --locked fails the build if uv.lock no longer matches
+# pyproject.toml; --no-install-project leaves the code out (the final stage copies it).
+COPY pyproject.toml uv.lock ./
+RUN uv sync --locked --no-dev --no-install-project
 
 
-FROM python:3.12-slim
+FROM python:3.12.12-slim-bookworm
 
 # No .pyc files written at run time (the code is read-only to the service user), and log
 # lines leave at once instead of waiting in a buffer a crash would lose.
@@ -35,9 +42,9 @@ RUN groupadd --system --gid 10001 handoff \
 
 WORKDIR /app
 COPY --from=builder /opt/venv /opt/venv
-# The source tree beside alembic.ini: `alembic upgrade head` and `python -m app.worker` run
-# from here exactly as they do in a checkout. Files stay root-owned, so the service can
-# read its code but not change it.
+# The source tree beside alembic.ini: `alembic upgrade head`, uvicorn and `python -m
+# app.worker` run from here exactly as they do in a checkout (the venv holds only the
+# dependencies). Files stay root-owned, so the service can read its code but not change it.
 COPY app/ ./app/
 COPY alembic/ ./alembic/
 COPY alembic.ini ./
