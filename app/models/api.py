@@ -1,18 +1,13 @@
-"""Tables (SQLModel) and the API's request and response schemas.
-
-The schema itself is created by Alembic (`alembic/versions`); these classes mirror it for
-queries and give the API its shapes.
-"""
+"""The API's request and response schemas."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, field_validator
-from sqlalchemy import BigInteger, Column, DateTime, Identity, SmallInteger, Text
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlmodel import Field, SQLModel
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from app.text import StorableStr
 
 # Ids from callers: 1-64 chars of A-Za-z0-9_.:-
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -21,77 +16,21 @@ CHANNELS: tuple[Channel, ...] = ("sms", "email")
 JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 
 
-def _ts(**kw: Any) -> Any:
-    return Field(default=None, sa_column=Column(DateTime(timezone=True), **kw))
-
-
-class Client(SQLModel, table=True):
-    __tablename__ = "clients"
-    id: str = Field(primary_key=True)
-    name: str
-    created_at: datetime | None = _ts(nullable=False, server_default="now()")
-
-
-class Lead(SQLModel, table=True):
-    __tablename__ = "leads"
-    id: str = Field(primary_key=True)
-    client_id: str = Field(foreign_key="clients.id", index=True)
-    name: str | None = None
-    email: str | None = None
-    phone: str | None = None
-    sms_contact_id: str | None = None
-    email_lead_id: str | None = None
-    score: int | None = Field(default=None, sa_column=Column(SmallInteger))
-    score_reason: str | None = None
-    scored_at: datetime | None = _ts()
-    created_at: datetime | None = _ts(nullable=False, server_default="now()")
-    updated_at: datetime | None = _ts(nullable=False, server_default="now()")
-
-
-class Message(SQLModel, table=True):
-    __tablename__ = "messages"
-    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
-    lead_id: str = Field(foreign_key="leads.id")
-    channel: str
-    direction: str
-    text: str = Field(sa_column=Column(Text, nullable=False))
-    subject: str | None = None
-    provider_message_id: str
-    sent_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    created_at: datetime | None = _ts(nullable=False, server_default="now()")
-
-
-class Job(SQLModel, table=True):
-    __tablename__ = "jobs"
-    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
-    type: str
-    status: str = "pending"
-    dedupe_key: str
-    dedupe_scope: str
-    client_id: str | None = None
-    lead_id: str | None = None
-    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
-    attempts: int = 0
-    max_attempts: int = 5
-    run_at: datetime | None = _ts(nullable=False, server_default="now()")
-    created_at: datetime | None = _ts(nullable=False, server_default="now()")
-    started_at: datetime | None = _ts()
-    finished_at: datetime | None = _ts()
-    last_error: str | None = None
-    enqueue_count: int = 1
-    lock_token: str | None = None
-    locked_by: str | None = None
-    locked_until: datetime | None = _ts()
-
-
-# --- API schemas -------------------------------------------------------------------------
-
-
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
 class SyncRequest(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"client_id": "acme", "lead_id": "lead-42", "channels": ["sms", "email"]},
+                {"client_id": "acme"},
+            ]
+        },
+    )
+
     client_id: Id
     lead_id: Id | None = None
     channels: list[Channel] | None = None
@@ -142,8 +81,12 @@ class JobList(BaseModel):
 
 
 class ClientIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"id": "acme", "name": "Acme Realty"}]}
+    )
+
     id: Id
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    name: Annotated[StorableStr, StringConstraints(min_length=1, max_length=200)]
 
 
 class ClientOut(BaseModel):
@@ -153,14 +96,35 @@ class ClientOut(BaseModel):
 
 class LeadIn(Strict):
     id: Id
-    name: Annotated[str, StringConstraints(max_length=200)] | None = None
-    email: Annotated[str, StringConstraints(max_length=320)] | None = None
-    phone: Annotated[str, StringConstraints(max_length=40)] | None = None
+    name: Annotated[StorableStr, StringConstraints(max_length=200)] | None = None
+    email: Annotated[StorableStr, StringConstraints(max_length=320)] | None = None
+    phone: Annotated[StorableStr, StringConstraints(max_length=40)] | None = None
     sms_contact_id: Id | None = None
     email_lead_id: Id | None = None
 
 
 class LeadsIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "client_id": "acme",
+                    "leads": [
+                        {
+                            "id": "lead-42",
+                            "name": "Ada Lovelace",
+                            "email": "ada@example.com",
+                            "phone": "+15555550142",
+                            "sms_contact_id": "c-42",
+                            "email_lead_id": "e-42",
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+
     client_id: Id
     leads: Annotated[list[LeadIn], Field(min_length=1, max_length=1000)]
 
@@ -237,24 +201,46 @@ class LeadList(BaseModel):
 class InboundEmail(Strict):
     model_config = ConfigDict(extra="ignore")
     client_id: Id
-    message_id: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    message_id: Annotated[StorableStr, StringConstraints(min_length=1, max_length=255)]
     email_lead_id: Id | None = None
-    from_: Annotated[str, StringConstraints(min_length=3, max_length=320)] = Field(alias="from")
-    subject: Annotated[str, StringConstraints(max_length=2000)]
+    from_: Annotated[StorableStr, StringConstraints(min_length=3, max_length=320)] = Field(
+        alias="from"
+    )
+    subject: Annotated[StorableStr, StringConstraints(max_length=2000)]
     # No cap of its own: the whole delivery is already capped at 1 MiB.
-    text: str
+    text: StorableStr
     received_at: datetime
+
+    @field_validator("received_at")
+    @classmethod
+    def _storable_instant(cls, value: datetime) -> datetime:
+        """In UTC (a time without an offset is read as UTC), refused at intake when it falls
+        outside what a timestamp can hold rather than failing the job forever."""
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("the time is out of range") from None
 
 
 class ErrorOut(BaseModel):
+    """Every error: a stable code and a sentence for people; some add fields (`job_id`)."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [{"error": "unknown_lead", "detail": "No lead with this id."}]
+        },
+    )
     error: str
     detail: str
 
 
 # --- follow-ups and reactivations ---------------------------------------------------------
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=5000)]
-Subject = Annotated[str, StringConstraints(max_length=200)]
+Text = Annotated[StorableStr, StringConstraints(min_length=1, max_length=5000)]
+Subject = Annotated[StorableStr, StringConstraints(max_length=200)]
 StepState = Literal["scheduled", "sent", "stopped", "failed"]
 
 
@@ -266,6 +252,26 @@ class FollowupStepIn(Strict):
 
 
 class FollowupIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "lead_id": "lead-42",
+                    "steps": [
+                        {"after_s": 86400, "channel": "sms", "text": "Still looking?"},
+                        {
+                            "after_s": 259200,
+                            "channel": "email",
+                            "subject": "New listings",
+                            "text": "Three new homes match your search.",
+                        },
+                    ],
+                }
+            ]
+        },
+    )
+
     lead_id: Id
     steps: Annotated[list[FollowupStepIn], Field(min_length=1, max_length=50)]
 
@@ -291,6 +297,21 @@ class FollowupOut(BaseModel):
 
 
 class ReactivationIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "spring",
+                    "client_id": "acme",
+                    "inactive_days": 90,
+                    "channel": "sms",
+                    "text": "Spring listings are out. Want a tour?",
+                }
+            ]
+        },
+    )
+
     id: Id
     client_id: Id
     inactive_days: Annotated[int, Field(ge=1, le=3650)]
