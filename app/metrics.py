@@ -43,6 +43,12 @@ PROVIDER_CALLS = Counter(
     ["provider", "status_class"],
     registry=REGISTRY,
 )
+MESSAGES_CUT = Counter(
+    "handoff_message_text_truncated",
+    "Messages stored with their text cut to the stored maximum, by channel.",
+    ["channel"],
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge(
     "handoff_queue_depth",
     "Jobs in the table, by status and type.",

@@ -9,9 +9,17 @@ import base64
 import binascii
 import sys
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Bearer tokens shorter than this are guessable; a Standard Webhooks key shorter than this is
+# below what the scheme's own secrets (24 random bytes) carry.
+MIN_TOKEN_CHARS = 16
+MIN_WEBHOOK_KEY_BYTES = 24
+# Supabase's pooler answers session mode on 5432 and transaction mode on this port.
+SUPABASE_TRANSACTION_PORT = 6543
 
 
 class Settings(BaseSettings):
@@ -25,8 +33,9 @@ class Settings(BaseSettings):
     # A direct (unpooled) connection to the same database, for migrations and LISTEN, which a
     # transaction-mode pooler cannot carry. Unset: DATABASE_URL serves for both.
     database_direct_url: str | None = None
-    # DATABASE_URL goes through PgBouncer in transaction mode (as Neon's -pooler hosts do):
-    # no prepared-statement caching. Unset: on when the URL's host contains "-pooler".
+    # DATABASE_URL goes through PgBouncer in transaction mode (as Neon's -pooler hosts and
+    # Supabase's pooler on port 6543 do): no prepared statements kept, no session state.
+    # Unset (or empty): detected from the URL's host and port, see `pooled`.
     database_pooled: bool | None = None
     # Finished jobs are pruned this many days after they finish; failed ones after the second.
     job_retention_days: float = Field(7, gt=0, le=3650)
@@ -83,13 +92,18 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
+    @field_validator("database_pooled", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("api_token", "cron_secret")
     @classmethod
     def _token(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        if len(value) < 8:
-            raise ValueError("must be at least 8 characters")
+        if len(value) < MIN_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters")
         return value
 
     @field_validator("webhook_secret")
@@ -104,6 +118,8 @@ class Settings(BaseSettings):
             decoded = b""
         if not decoded:
             raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64")
+        if len(decoded) < MIN_WEBHOOK_KEY_BYTES:
+            raise ValueError(f"its key must be at least {MIN_WEBHOOK_KEY_BYTES} bytes")
         return value
 
     @model_validator(mode="after")
@@ -123,11 +139,25 @@ class Settings(BaseSettings):
 
     @property
     def pooled(self) -> bool:
-        """Whether DATABASE_URL goes through a transaction-mode pooler."""
+        """Whether DATABASE_URL goes through a transaction-mode pooler: Neon's `-pooler`
+        hosts, and Supabase's pooler (`*.pooler.supabase.com`) on its transaction port."""
         if self.database_pooled is not None:
             return self.database_pooled
-        host = (self.database_url or "").split("@")[-1].split("/")[0]
-        return "-pooler" in host
+        if not self.database_url:
+            return False
+        parts = urlsplit(self.database_url)
+        host = (parts.hostname or "").lower()
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        supabase = host.endswith("pooler.supabase.com") and port == SUPABASE_TRANSACTION_PORT
+        return "-pooler" in host or supabase
+
+    @property
+    def listens_through_pooler(self) -> bool:
+        """LISTEN would go through a transaction-mode pooler, which never delivers to it."""
+        return self.pooled and not self.database_direct_url
 
     @property
     def direct_url(self) -> str | None:

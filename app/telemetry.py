@@ -3,11 +3,18 @@
 Every line is one JSON object. Code logs ids, counts and error classes, never message text,
 subjects, addresses or secrets; as a second line of defence every string that reaches a log
 line passes through `scrub`, which masks anything shaped like an email address or a phone
-number, and any secret registered with `register_secret`.
+number, and any secret registered with `register_secret` (as given, URL-encoded or base64).
+
+Log lines carry untrusted text (a request's path and query), so every pattern here runs in
+linear time: a match may only start where a run of its characters starts, and unbounded
+repetition never nests. Fields set with `log_context` (a worker's `invocation_id`) go on every
+line logged in that context, the lines of the tasks it starts included.
 """
 
 from __future__ import annotations
 
+import base64
+import contextvars
 import json
 import logging
 import re
@@ -15,12 +22,23 @@ import sys
 import traceback
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, quote_plus
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
-# Not inside a word, so hex ids and hashes with digit runs stay readable.
-_PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d\s().-]{7,}\d(?!\w)")
+# Starts only where a run of address characters starts (the look-behind), so a long run with
+# no "@" is scanned once, not once per character.
+_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# Not inside a word, so hex ids and hashes with digit runs stay readable. The middle is
+# bounded (no written phone number is longer), so each start scans a few dozen characters.
+_PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d\s().-]{7,24}\d(?!\w)")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
-_secrets: set[str] = set()
+# A logged string is cut here, after scrubbing: a log line stays a line.
+MAX_FIELD_CHARS = 2_000
+# Every form of every registered secret, longest first so a form containing another is
+# masked whole.
+_secrets: tuple[str, ...] = ()
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "handoff_log_context", default=None
+)
 
 # Attributes every LogRecord has; anything else came from `extra=` and becomes a field.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {
@@ -31,10 +49,33 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {
 }
 
 
+def log_context(**fields: Any) -> None:
+    """Put these fields on every line logged from this context (and tasks started in it)."""
+    _context.set({**(_context.get() or {}), **fields})
+
+
+def secret_forms(value: str) -> set[str]:
+    """The ways a secret can appear in text: as given, URL-encoded, base64 and base64url."""
+    raw = value.encode()
+    forms = {
+        value,
+        quote(value, safe=""),
+        quote_plus(value),
+        base64.b64encode(raw).decode().rstrip("="),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+    }
+    if value.startswith("whsec_"):
+        key = value.removeprefix("whsec_")
+        forms |= {key, quote(key, safe=""), key.rstrip("=").replace("+", "-").replace("/", "_")}
+    return {form for form in forms if len(form) >= 6}
+
+
 def register_secret(value: str | None) -> None:
-    """Mask this value wherever it would appear in a log line."""
+    """Mask this value, in each of its forms, wherever it would appear in a log line."""
+    global _secrets
     if value and len(value) >= 6:
-        _secrets.add(value)
+        forms = set(_secrets) | secret_forms(value)
+        _secrets = tuple(sorted(forms, key=len, reverse=True))
 
 
 def register_secrets(settings: Any) -> None:
@@ -58,10 +99,16 @@ def _mask_phone(match: re.Match[str]) -> str:
 
 
 def scrub(value: str) -> str:
+    """The text with secrets, email addresses and phone numbers masked; linear in its length."""
     for secret in _secrets:
-        value = value.replace(secret, "[secret]")
-    value = _EMAIL.sub("[email]", value)
-    return _PHONE.sub(_mask_phone, value)
+        if secret in value:
+            value = value.replace(secret, "[secret]")
+    if "@" in value:
+        value = _EMAIL.sub("[email]", value)
+    value = _PHONE.sub(_mask_phone, value)
+    if len(value) > MAX_FIELD_CHARS:
+        value = value[:MAX_FIELD_CHARS] + "…[cut]"
+    return value
 
 
 def _clean(value: Any) -> Any:
@@ -89,6 +136,8 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 line[key] = _clean(value)
+        for key, value in (_context.get() or {}).items():
+            line.setdefault(key, _clean(value))
         if record.exc_info and record.exc_info[0] is not None:
             # The class and where it was raised, never the exception's text: it may hold PII.
             line["error_type"] = record.exc_info[0].__name__

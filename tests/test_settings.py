@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -57,6 +58,10 @@ INVALID = [
     ("WEBHOOK_SECRET", "notbase64!!"),
     ("RUNNER_SAFETY_MARGIN_S", "900"),
     ("SMS_PROVIDER_URL", "ftp://x"),
+    # Guessable secrets: tokens under 16 characters, a webhook key under 24 bytes.
+    ("API_TOKEN", "fifteen-chars15"),
+    ("CRON_SECRET", "short-secret"),
+    ("WEBHOOK_SECRET", "whsec_" + base64.b64encode(b"k" * 23).decode()),
 ]
 
 
@@ -85,6 +90,24 @@ def test_webhook_secret_must_be_base64(value):
     result = import_app(WEBHOOK_SECRET=value)
     assert result.returncode != 0, "accepted a WEBHOOK_SECRET that is not base64"
     assert "WEBHOOK_SECRET" in result.stderr
+
+
+def test_secrets_at_their_minimum_lengths_are_accepted():
+    settings = Settings(
+        _env_file=None,
+        api_token="a" * 16,
+        cron_secret="c" * 16,
+        webhook_secret="whsec_" + base64.b64encode(b"k" * 24).decode(),
+    )
+    assert settings.api_token == "a" * 16
+
+
+def test_an_empty_database_pooled_means_unset(monkeypatch):
+    monkeypatch.setenv("DATABASE_POOLED", "")
+    pooler = "postgresql://u:p@ep-cool-name-123-pooler.eu-central-1.aws.neon.tech/db"
+    assert Settings(_env_file=None, database_url=pooler).pooled is True
+    direct = "postgresql://u:p@db.example.com/db"
+    assert Settings(_env_file=None, database_url=direct).pooled is False
 
 
 def test_valid_environment_imports():

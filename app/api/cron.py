@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 
-from app.api.deps import CronAuth, DbDep, SettingsDep
+from app.api.deps import DbDep, SettingsDep, cron_router, error
 from app.db import Database
 from app.handlers.ticks import slot_key
 from app.models import EnqueuedResponse, RunnerSummary
 from app.queue import Runner, enqueue
 from app.queue.retention import schedule_pruning
 
-router = APIRouter(prefix="/api/cron", tags=["cron"], dependencies=[CronAuth])
+router = cron_router(prefix="/api/cron", tags=["cron"])
 
 
 def get_and_post(path: str, name: str, **kwargs):
@@ -45,7 +45,11 @@ async def reactivations(db: DbDep) -> EnqueuedResponse:
     return await _tick(db, "reactivations_tick", 10)
 
 
-@get_and_post("/background-jobs", "cron_background_jobs")
+@get_and_post(
+    "/background-jobs",
+    "cron_background_jobs",
+    responses={422: error("budget_s is not a positive number.")},
+)
 async def background_jobs(
     request: Request,
     db: DbDep,

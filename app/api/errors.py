@@ -60,7 +60,13 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "validation_error", details or "the request is invalid")
 
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+_HTTP_CODES = {
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+}
 
 
 async def _http(_: Request, exc: Exception) -> JSONResponse:
@@ -90,7 +96,8 @@ async def _storage(request: Request, exc: Exception) -> JSONResponse:
 
 
 class RequestDeadline:
-    """Answer 503 when a request has not answered within `seconds` (a hung database).
+    """Answer when a request has not answered within `seconds`: 408 when it is still waiting
+    for its body (a slow client), else 503 (a hung database).
 
     The request runs in a task of its own; past the deadline it is cancelled and left to
     unwind in the background (a connection stuck on a frozen server can take a while to let
@@ -105,28 +112,49 @@ class RequestDeadline:
         if scope["type"] != "http" or scope["path"].startswith(self.exempt):
             return await self.app(scope, receive, send)
         started = abandoned = False
+        awaiting_client = 0
 
         async def watch(message: Message) -> None:
             nonlocal started
             if abandoned:
-                return  # the client already has its 503
+                return  # the client already has its answer
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        request = asyncio.ensure_future(self.app(scope, receive, watch))
+        async def read(receive: Receive = receive) -> Message:
+            nonlocal awaiting_client
+            awaiting_client += 1
+            try:
+                return await receive()
+            finally:
+                awaiting_client -= 1
+
+        request = asyncio.ensure_future(self.app(scope, read, watch))
         done, _ = await asyncio.wait({request}, timeout=self.seconds)
         if done or started:
             return await request
         abandoned = True
+        slow_client = awaiting_client > 0
         request.cancel()
         request.add_done_callback(_quietly)
-        log.warning("request deadline passed", extra={"path": scope["path"]})
-        response = error_response(
-            503,
-            "database_unavailable",
-            "The database did not answer in time; try again.",
-            {"Retry-After": RETRY_AFTER_S},
+        log.warning(
+            "request deadline passed",
+            extra={"path": scope["path"], "waiting_for": "body" if slow_client else "server"},
         )
+        if slow_client:
+            response = error_response(
+                408,
+                "request_timeout",
+                "The request body did not arrive in time.",
+                {"Connection": "close"},
+            )
+        else:
+            response = error_response(
+                503,
+                "database_unavailable",
+                "The database did not answer in time; try again.",
+                {"Retry-After": RETRY_AFTER_S},
+            )
         await response(scope, receive, send)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
-from app.api.deps import ApiAuth, DbDep
+from app.api.deps import DbDep, Responses, api_router, error
 from app.api.errors import ApiError
 from app.db import Database
 from app.models import JobList, JobOut, JobStatus, QueueOverview
@@ -21,7 +21,17 @@ from app.queue.control import (
     retry_job,
 )
 
-router = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[ApiAuth])
+router = api_router(prefix="/api/jobs", tags=["jobs"])
+
+INVALID: Responses = {422: error("A parameter is invalid.")}
+ONE_JOB: Responses = {**INVALID, 404: error("No job with this id (`unknown_job`).")}
+CHANGE: Responses = {
+    **ONE_JOB,
+    409: error(
+        "The job is in a state that cannot change so (`invalid_state`), or another job with "
+        "the same dedupe key is active (`duplicate_active`, with its `job_id`)."
+    ),
+}
 
 
 def job_out(row: dict[str, Any]) -> JobOut:
@@ -52,7 +62,7 @@ async def overview(db: DbDep) -> QueueOverview:
         return QueueOverview(**await queue_overview(conn))
 
 
-@router.get("", response_model=JobList)
+@router.get("", response_model=JobList, responses=INVALID)
 async def jobs(
     db: DbDep,
     status: JobStatus | None = None,
@@ -65,19 +75,19 @@ async def jobs(
     return JobList(jobs=[job_out(r) for r in rows])
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=ONE_JOB)
 async def job(job_id: str, db: DbDep) -> JobOut:
     """One job."""
     return await _change(db, job_id, get_job, "read")
 
 
-@router.post("/{job_id}/retry", response_model=JobOut)
+@router.post("/{job_id}/retry", response_model=JobOut, responses=CHANGE)
 async def retry(job_id: str, db: DbDep) -> JobOut:
     """Put a failed or cancelled job back in the queue."""
     return await _change(db, job_id, retry_job, "retried")
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=CHANGE)
 async def cancel(job_id: str, db: DbDep) -> JobOut:
     """Cancel a pending job."""
     return await _change(db, job_id, cancel_job, "cancelled")

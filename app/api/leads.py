@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query, Response
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from app.api.deps import ApiAuth, EngineDep
+from app.api.deps import BODY_ERRORS, EngineDep, Responses, api_router, error
 from app.api.errors import ApiError
 from app.handlers.store import leads, messages
 from app.models import (
@@ -24,12 +24,18 @@ from app.models import (
     UpsertedResponse,
 )
 
-router = APIRouter(prefix="/api", tags=["leads"], dependencies=[ApiAuth])
+router = api_router(prefix="/api", tags=["leads"])
+
+INVALID: Responses = {422: error("A parameter is invalid.")}
+ONE_LEAD: Responses = {**INVALID, 404: error("No lead with this id (`unknown_lead`).")}
 clients = Client.__table__  # type: ignore[attr-defined]
 LEAD_FIELDS = ("name", "email", "phone", "sms_contact_id", "email_lead_id")
+# A messages answer holds at most this much message text (each text is at most 64 KiB).
+MAX_MESSAGES_BYTES = 4 * 1024 * 1024
+TRUNCATED_HEADER = "X-Messages-Truncated"
 
 
-@router.post("/clients", response_model=ClientOut)
+@router.post("/clients", response_model=ClientOut, responses=BODY_ERRORS)
 async def upsert_client(body: ClientIn, engine: EngineDep) -> ClientOut:
     """Create or rename a client."""
     statement = (
@@ -50,7 +56,7 @@ async def clients_list(engine: EngineDep) -> ClientList:
         return ClientList(clients=[ClientOut(id=r.id, name=r.name) for r in rows])
 
 
-@router.get("/leads", response_model=LeadList)
+@router.get("/leads", response_model=LeadList, responses=INVALID)
 async def leads_list(
     client_id: str, engine: EngineDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> LeadList:
@@ -61,7 +67,16 @@ async def leads_list(
         return LeadList(leads=[LeadOut(**r._mapping) for r in rows])
 
 
-@router.post("/leads", response_model=UpsertedResponse)
+@router.post(
+    "/leads",
+    response_model=UpsertedResponse,
+    responses={
+        **BODY_ERRORS,
+        404: error("No client with this id (`unknown_client`)."),
+        409: error("A lead id belongs to another client (`lead_of_other_client`)."),
+        413: error("The body is over 4 MiB."),
+    },
+)
 async def upsert_leads(body: LeadsIn, engine: EngineDep) -> UpsertedResponse:
     """Create or update up to 1,000 leads of a client; a field left out keeps its value."""
     rows = {lead.id: {"client_id": body.client_id, **lead.model_dump()} for lead in body.leads}
@@ -86,7 +101,7 @@ async def upsert_leads(body: LeadsIn, engine: EngineDep) -> UpsertedResponse:
     return UpsertedResponse(upserted=len(rows))
 
 
-@router.get("/leads/{lead_id}", response_model=LeadOut)
+@router.get("/leads/{lead_id}", response_model=LeadOut, responses=ONE_LEAD)
 async def lead(lead_id: str, engine: EngineDep) -> LeadOut:
     """One lead, with its score."""
     async with engine.connect() as conn:
@@ -96,21 +111,37 @@ async def lead(lead_id: str, engine: EngineDep) -> LeadOut:
     return LeadOut(**row._mapping)
 
 
-@router.get("/leads/{lead_id}/messages", response_model=MessageList)
+@router.get("/leads/{lead_id}/messages", response_model=MessageList, responses=ONE_LEAD)
 async def lead_messages(
-    lead_id: str, engine: EngineDep, limit: Annotated[int, Query(ge=1, le=5000)] = 1000
+    lead_id: str,
+    response: Response,
+    engine: EngineDep,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> MessageList:
-    """A lead's latest messages, oldest first."""
+    """A lead's latest messages, oldest first: up to `limit`, and up to 4 MiB of text
+    (`X-Messages-Truncated: true` says older ones within `limit` were left out)."""
+    newest_first = (messages.c.sent_at.desc(), messages.c.id.desc())
+    text_so_far = func.sum(func.octet_length(messages.c.text)).over(order_by=newest_first)
+    latest = (
+        select(messages, text_so_far.label("text_so_far"))
+        .where(messages.c.lead_id == lead_id)
+        .order_by(*newest_first)
+        .limit(limit)
+        .subquery()
+    )
     async with engine.connect() as conn:
         if await conn.scalar(select(leads.c.id).where(leads.c.id == lead_id)) is None:
             raise ApiError(404, "unknown_lead", "No lead with this id.")
-        latest = (
-            select(messages)
-            .where(messages.c.lead_id == lead_id)
-            .order_by(messages.c.sent_at.desc(), messages.c.id.desc())
-            .limit(limit)
-            .subquery()
-        )
-        rows = await conn.execute(select(latest).order_by(latest.c.sent_at, latest.c.id))
-        out = [MessageOut(**{**r._mapping, "id": str(r.id)}) for r in rows]
-    return MessageList(messages=out)
+        rows = (
+            await conn.execute(
+                select(latest)
+                .where(latest.c.text_so_far <= MAX_MESSAGES_BYTES)
+                .order_by(latest.c.sent_at, latest.c.id)
+            )
+        ).all()
+        cut = len(rows) < limit and await conn.scalar(
+            select(func.count()).select_from(messages).where(messages.c.lead_id == lead_id)
+        ) > len(rows)
+    if cut:
+        response.headers[TRUNCATED_HEADER] = "true"
+    return MessageList(messages=[MessageOut(**{**r._mapping, "id": str(r.id)}) for r in rows])

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.api.deps import ApiAuth, DbDep
+from app.api.deps import DbDep, api_router
 from app.metrics import render
 
-router = APIRouter(tags=["metrics"], dependencies=[ApiAuth])
+router = api_router(tags=["metrics"])
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format.",
+            "content": {
+                "text/plain": {
+                    "schema": {"type": "string"},
+                    "example": "# TYPE handoff_queue_depth gauge\n"
+                    'handoff_queue_depth{status="pending",type="conversation_sync"} 3.0\n',
+                }
+            },
+        }
+    },
+)
 async def metrics(db: DbDep) -> Response:
     """Queue, runner, webhook and provider metrics in Prometheus text format."""
     async with db.acquire() as conn:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 from sqlalchemy import text
 
-from app.api.deps import ApiAuth, EngineDep
+from app.api.deps import BODY_ERRORS, EngineDep, api_router, error
 from app.api.errors import ApiError
 from app.models import (
     CreatedResponse,
@@ -19,7 +19,7 @@ from app.models import (
     ReactivationOut,
 )
 
-router = APIRouter(prefix="/api", tags=["outreach"], dependencies=[ApiAuth])
+router = api_router(prefix="/api", tags=["outreach"])
 
 CREATE_FOLLOWUP = text(
     "INSERT INTO followups (id, lead_id) SELECT :id, id FROM leads WHERE id = :lead_id"
@@ -58,7 +58,16 @@ UPSERT_REACTIVATION = text(
 READ_REACTIVATION = text("SELECT * FROM reactivations WHERE id = :id")
 
 
-@router.post("/followups", status_code=201, response_model=CreatedResponse)
+@router.post(
+    "/followups",
+    status_code=201,
+    response_model=CreatedResponse,
+    responses={
+        **BODY_ERRORS,
+        404: error("No lead with this id (`unknown_lead`)."),
+        413: error("The body is over 2 MiB."),
+    },
+)
 async def create_followup(body: FollowupIn, engine: EngineDep) -> CreatedResponse:
     """Start a follow-up sequence: step n is due after_s seconds from now."""
     followup_id = f"fu_{secrets.token_hex(10)}"
@@ -83,7 +92,14 @@ async def create_followup(body: FollowupIn, engine: EngineDep) -> CreatedRespons
     return CreatedResponse(id=followup_id)
 
 
-@router.get("/followups/{followup_id}", response_model=FollowupOut)
+@router.get(
+    "/followups/{followup_id}",
+    response_model=FollowupOut,
+    responses={
+        404: error("No follow-up sequence with this id (`unknown_followup`)."),
+        422: error("A parameter is invalid."),
+    },
+)
 async def followup(followup_id: str, engine: EngineDep) -> FollowupOut:
     """A sequence and the state of each of its steps."""
     async with engine.connect() as conn:
@@ -95,7 +111,17 @@ async def followup(followup_id: str, engine: EngineDep) -> FollowupOut:
     return FollowupOut(id=first.id, lead_id=first.lead_id, created_at=first.created_at, steps=steps)
 
 
-@router.post("/reactivations", response_model=ReactivationOut, status_code=201)
+@router.post(
+    "/reactivations",
+    response_model=ReactivationOut,
+    status_code=201,
+    responses={
+        **BODY_ERRORS,
+        200: {"model": ReactivationOut, "description": "Matched or updated."},
+        404: error("No client with this id (`unknown_client`)."),
+        409: error("The campaign id belongs to another client."),
+    },
+)
 async def upsert_reactivation(
     body: ReactivationIn, response: Response, engine: EngineDep
 ) -> ReactivationOut:

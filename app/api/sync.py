@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
-from app.api.deps import ApiAuth, DbDep
+from app.api.deps import BODY_ERRORS, DbDep, api_router, error
 from app.api.errors import ApiError
 from app.handlers.sync import channels_of
 from app.models import CHANNELS, JobRef, SyncRequest, SyncResponse
 from app.queue import JobSpec, enqueue, enqueue_many
 
-router = APIRouter(tags=["sync"], dependencies=[ApiAuth])
+router = api_router(tags=["sync"])
 
 
-@router.post("/sync", status_code=202, response_model=SyncResponse)
+@router.post(
+    "/sync",
+    status_code=202,
+    response_model=SyncResponse,
+    responses={
+        **BODY_ERRORS,
+        202: {
+            "description": "Enqueued (or deduplicated into the live job).",
+            "headers": {
+                "Location": {
+                    "description": "/api/jobs/{id of the first job}",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        404: error("No such client (`unknown_client`) or lead (`unknown_lead`)."),
+    },
+)
 async def sync(body: SyncRequest, response: Response, db: DbDep) -> SyncResponse:
     """Enqueue a sync of one lead's conversations, or of every lead of a client."""
     # Two single-statement reads and writes, no transaction around them: the lead (or

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import base64
+import binascii
 from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from app.api.deps import DbDep, SettingsDep
+from app.api.body import parse_json, read_capped
+from app.api.deps import DbDep, SettingsDep, error
 from app.api.errors import ApiError, describe_validation_error
 from app.metrics import WEBHOOK_REJECTIONS
 from app.models import EnqueuedResponse, InboundEmail
@@ -19,20 +21,8 @@ router = APIRouter(tags=["webhooks"])
 
 MAX_BODY = 1024 * 1024
 MAX_DELIVERY_ID = 255
+SIGNATURE_BYTES = 32
 HANDLED_TYPE = "email.received"
-
-
-async def read_body(request: Request) -> bytes:
-    """The body, refused with 413 past 1 MiB whether declared or only seen arriving."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
-        raise ApiError(413, "payload_too_large", "The body is over 1 MiB.")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise ApiError(413, "payload_too_large", "The body is over 1 MiB.")
-    return bytes(body)
 
 
 def signature_headers(request: Request) -> dict[str, str]:
@@ -45,9 +35,31 @@ def signature_headers(request: Request) -> dict[str, str]:
     return found
 
 
+def well_formed_signatures(value: str) -> str:
+    """The header's v1 signatures whose base64 decodes strictly to an HMAC-SHA256 (32 bytes).
+
+    The library decodes leniently (it skips characters outside the alphabet), which would
+    accept a valid signature with junk around it."""
+    kept = []
+    for entry in value.split(" "):
+        version, _, signature = entry.partition(",")
+        if version != "v1":
+            continue
+        try:
+            decoded = base64.b64decode(signature, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if len(decoded) == SIGNATURE_BYTES:
+            kept.append(entry)
+    return " ".join(kept)
+
+
 def verify(secret: str, body: bytes, headers: dict[str, str]) -> None:
+    signatures = well_formed_signatures(headers.get("webhook-signature", ""))
     try:
-        Webhook(secret).verify(body, headers, json_parse=False)
+        if not signatures:
+            raise WebhookVerificationError("no well-formed signature")
+        Webhook(secret).verify(body, {**headers, "webhook-signature": signatures}, json_parse=False)
     # The library raises more than its own error on malformed input: bad base64 or a
     # signature without a comma (ValueError), a body that is not UTF-8 (UnicodeDecodeError),
     # an absurd timestamp (OverflowError). Each is an unverifiable delivery.
@@ -63,7 +75,7 @@ def parse_delivery(body: bytes, headers: dict[str, str], secret: str) -> Inbound
     if len(headers["webhook-id"]) > MAX_DELIVERY_ID:
         raise ApiError(422, "validation_error", "webhook-id is longer than 255 characters.")
     try:
-        event = json.loads(body)
+        event = parse_json(body)
     except ValueError:
         raise ApiError(422, "invalid_json", "The body is not JSON.") from None
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
@@ -77,13 +89,72 @@ def parse_delivery(body: bytes, headers: dict[str, str], secret: str) -> Inbound
         raise ApiError(422, "validation_error", details) from None
 
 
-@router.post("/webhooks/email", status_code=202, response_model=EnqueuedResponse | dict[str, bool])
+def _signature_header(part: str, description: str) -> dict[str, Any]:
+    return {
+        "name": f"webhook-{part}",
+        "in": "header",
+        "required": False,
+        "description": f"{description} (or `svix-{part}`).",
+        "schema": {"type": "string"},
+    }
+
+
+# The route reads and verifies the raw body itself, so its shape is documented here.
+OPENAPI = {
+    "parameters": [
+        _signature_header("id", "The delivery's id: the dedupe key, at most 255 characters"),
+        _signature_header("timestamp", "Unix seconds; within 5 minutes of now"),
+        _signature_header("signature", "`v1,<base64 HMAC-SHA256>` entries, space-separated"),
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["type", "data"],
+                    "properties": {
+                        "type": {"type": "string", "examples": [HANDLED_TYPE]},
+                        "data": InboundEmail.model_json_schema(by_alias=True),
+                    },
+                },
+                "example": {
+                    "type": HANDLED_TYPE,
+                    "data": {
+                        "client_id": "acme",
+                        "message_id": "msg_01HZX",
+                        "email_lead_id": "e-42",
+                        "from": "Ada <ada@example.com>",
+                        "subject": "Re: the viewing",
+                        "text": "Thursday works for me.",
+                        "received_at": "2026-12-01T09:30:00Z",
+                    },
+                },
+            }
+        },
+    },
+}
+
+
+@router.post(
+    "/webhooks/email",
+    status_code=202,
+    response_model=EnqueuedResponse | dict[str, bool],
+    openapi_extra=OPENAPI,
+    responses={
+        202: {"description": 'Enqueued, deduplicated, or `{"ignored": true}` for other types.'},
+        401: error("The signature is missing, malformed, wrong or too old."),
+        413: error("The body is over 1 MiB."),
+        422: error("Signed, but not JSON or missing fields."),
+        503: error("WEBHOOK_SECRET is not set, or the database cannot be reached."),
+    },
+)
 async def email_webhook(request: Request, db: DbDep, settings: SettingsDep) -> Any:
     """Accept a signed email delivery and enqueue its processing."""
     try:
         if not settings.webhook_secret:
             raise ApiError(503, "not_configured", "WEBHOOK_SECRET is not set on this server.")
-        body = await read_body(request)
+        body = await read_capped(request, MAX_BODY)
         headers = signature_headers(request)
         data = parse_delivery(body, headers, settings.webhook_secret)
     except ApiError as refused:

@@ -15,12 +15,34 @@ SYSTEM_PROMPT = (
 )
 
 
+# What one scoring may send the model, in characters: anyone who can email a lead can fill
+# its messages, and must not be able to run up the AI bill with them.
+MAX_PROMPT_CHARS = 12_000
+MAX_MESSAGE_CHARS = 2_000
+MAX_SUBJECT_CHARS = 200
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + " […]"
+
+
 def transcript(rows) -> str:
-    lines = []
-    for row in reversed(rows):
-        subject = f" (subject: {row.subject})" if row.subject else ""
-        lines.append(f"[{row.sent_at:%Y-%m-%d} {row.channel} {row.direction}]{subject} {row.text}")
-    return "\n".join(lines)
+    """The conversation, oldest first, newest messages kept when it is over MAX_PROMPT_CHARS.
+
+    `rows` come newest first."""
+    lines: list[str] = []
+    used = 0
+    for row in rows:
+        subject = f" (subject: {_cut(row.subject, MAX_SUBJECT_CHARS)})" if row.subject else ""
+        line = (
+            f"[{row.sent_at:%Y-%m-%d} {row.channel} {row.direction}]{subject} "
+            f"{_cut(row.text, MAX_MESSAGE_CHARS)}"
+        )
+        if lines and used + len(line) + 1 > MAX_PROMPT_CHARS:
+            break
+        lines.append(line[:MAX_PROMPT_CHARS])
+        used += len(line) + 1
+    return "\n".join(reversed(lines))
 
 
 @handler("lead_scoring", dedupe="forever", max_attempts=5)

@@ -11,10 +11,19 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.metrics import MESSAGES_CUT
 from app.models import Lead, Message
+from app.text import clip_utf8
 
 leads = Lead.__table__  # type: ignore[attr-defined]
 messages = Message.__table__  # type: ignore[attr-defined]
+
+
+# A message's text is stored up to this many bytes of UTF-8; longer text is cut and marked.
+MAX_TEXT_BYTES = 64 * 1024
+CUT_MARKER = "\n[… cut: the message was longer than 64 KiB]"
+# Subjects are short; a longer one is cut the same way.
+MAX_SUBJECT_BYTES = 2 * 1024
 
 
 @dataclass(frozen=True)
@@ -46,8 +55,10 @@ async def store_messages(conn: AsyncConnection, lead_id: str, batch: list[Stored
             "lead_id": lead_id,
             "channel": m.channel,
             "direction": m.direction,
-            "text": m.text,
-            "subject": m.subject,
+            "text": stored_text(m.channel, m.text),
+            "subject": None
+            if m.subject is None
+            else clip_utf8(m.subject, MAX_SUBJECT_BYTES, "…")[0],
             "provider_message_id": m.provider_message_id,
             "sent_at": m.sent_at,
         }
@@ -64,6 +75,14 @@ async def store_messages(conn: AsyncConnection, lead_id: str, batch: list[Stored
     if replies:
         await conn.execute(STOP_FOLLOWUPS, {"lead_id": lead_id, "replied_at": max(replies)})
     return len(stored)
+
+
+def stored_text(channel: str, text: str) -> str:
+    """The text as stored: cut to MAX_TEXT_BYTES with a marker, and counted, when longer."""
+    kept, cut = clip_utf8(text, MAX_TEXT_BYTES, CUT_MARKER)
+    if cut:
+        MESSAGES_CUT.labels(channel).inc()
+    return kept
 
 
 # Unsent steps of the lead's sequences that started before its latest reply stop for good.

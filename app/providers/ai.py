@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from app.providers.errors import MalformedResponse
 from app.providers.http import ProviderClient
+from app.text import StorableStr
 
 PROVIDER = "ai"
 
@@ -17,7 +19,7 @@ class Score(BaseModel):
     """A lead's score from 1 (cold) to 4 (ready to buy), with the model's reason."""
 
     score: int = Field(ge=1, le=4)
-    reason: str
+    reason: StorableStr
 
 
 class AiClient(ProviderClient):
@@ -52,7 +54,9 @@ class AiClient(ProviderClient):
 def _parse_score(data: Any) -> Score:
     """Read the score out of a chat completion, or raise MalformedResponse."""
     try:
-        return Score.model_validate_json(data["choices"][0]["message"]["content"])
-    except (KeyError, IndexError, TypeError, ValidationError):
+        # json.loads reads a lone surrogate escape (which the model may well produce) as a
+        # character; Score then replaces it like any text Postgres cannot store.
+        return Score.model_validate(json.loads(data["choices"][0]["message"]["content"]))
+    except (KeyError, IndexError, TypeError, ValueError, RecursionError):
         # The cause is dropped: pydantic quotes the model's reply, which may echo lead data.
         raise MalformedResponse(PROVIDER, "reply is not a valid score") from None

@@ -8,15 +8,16 @@ from urllib.parse import quote
 from pydantic import BaseModel
 
 from app.providers.http import ProviderClient, SendResult, UtcDatetime, parse_model
+from app.text import StorableStr
 
 
 class EmailReply(BaseModel):
     """One email in a lead's thread."""
 
-    id: str
+    id: StorableStr
     direction: Literal["inbound", "outbound"]
-    subject: str = ""
-    text: str
+    subject: StorableStr = ""
+    text: StorableStr
     sent_at: UtcDatetime
 
 

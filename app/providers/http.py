@@ -19,6 +19,7 @@ from app.providers.errors import (
     RateLimited,
     Transient,
 )
+from app.text import StorableStr
 
 DEFAULT_RETRY_AFTER_S = 1.0
 
@@ -26,8 +27,14 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 def _as_utc(value: datetime) -> datetime:
-    """Read a naive provider timestamp as UTC so it compares with aware ones."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    """In UTC (a naive provider timestamp is read as UTC), so it compares with aware ones;
+    a time no timestamp can hold is an invalid value, not a crash."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range") from None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
@@ -36,7 +43,7 @@ UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 class SendResult(BaseModel):
     """What a provider answers to a send."""
 
-    id: str = Field(min_length=1)
+    id: StorableStr = Field(min_length=1)
 
 
 def parse_retry_after(value: str | None) -> float:

@@ -8,14 +8,15 @@ from urllib.parse import quote
 from pydantic import BaseModel
 
 from app.providers.http import ProviderClient, SendResult, UtcDatetime, parse_model
+from app.text import StorableStr
 
 
 class SmsMessage(BaseModel):
     """One SMS in a contact's history."""
 
-    id: str
+    id: StorableStr
     direction: Literal["inbound", "outbound"]
-    body: str
+    body: StorableStr
     sent_at: UtcDatetime
 
 
