@@ -8,11 +8,12 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
+from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 log = logging.getLogger("handoff.db")
@@ -55,6 +56,29 @@ def asyncpg_dsn(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+def pooled_connect_args() -> dict[str, object]:
+    """SQLAlchemy's asyncpg connection arguments behind a transaction-mode pooler (PgBouncer,
+    as Neon's and Supabase's poolers run it).
+
+    Each transaction may run on another server connection, where a statement prepared by an
+    earlier one does not exist, and where another process may already have prepared asyncpg's
+    numbered names (`__asyncpg_stmt_1__` is the first name in every process): cache no
+    statement and name none.
+    """
+    return {
+        "prepared_statement_cache_size": 0,
+        "statement_cache_size": 0,
+        "prepared_statement_name_func": unnamed_statement,
+    }
+
+
+def unnamed_statement() -> str:
+    """The unnamed statement: asyncpg parses it again with each execution, so it never outlives
+    the transaction. A unique name would instead leave every statement prepared on the server
+    connection until the pooler closes it."""
+    return ""
+
+
 def make_engine(
     url: str, *, pool_size: int = 10, max_overflow: int = 10, pooled: bool = False
 ) -> AsyncEngine:
@@ -64,10 +88,8 @@ def make_engine(
         "server_settings": {"application_name": "handoff"},
     }
     if pooled:
-        # PgBouncer in transaction mode hands each transaction to any server connection, where
-        # a statement prepared on another one does not exist: cache nothing.
-        connect_args |= {"prepared_statement_cache_size": 0, "statement_cache_size": 0}
-    return create_async_engine(
+        connect_args |= pooled_connect_args()
+    engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
@@ -77,6 +99,15 @@ def make_engine(
         hide_parameters=True,
         connect_args=connect_args,
     )
+    if pooled:
+        # Its connections run the queue's statements too (see driver_connection). Registered
+        # after the dialect's own set-up, whose JSON codecs would empty asyncpg's type cache.
+        event.listen(engine.sync_engine, "connect", _learn_array_types_on_connect)
+    return engine
+
+
+def _learn_array_types_on_connect(dbapi_connection: Any, _record: object) -> None:
+    dbapi_connection.run_async(learn_array_types)
 
 
 @dataclass
@@ -97,9 +128,10 @@ class Database:
             command_timeout=STATEMENT_TIMEOUT_S,
             max_inactive_connection_lifetime=300,
             server_settings={"application_name": "handoff"},
-            # Behind a transaction-mode pooler: see make_engine.
+            # Behind a transaction-mode pooler: see pooled_connect_args.
             statement_cache_size=0 if pooled else 100,
             reset=keep_session,
+            init=learn_array_types if pooled else None,
         )
         return cls(make_engine(url, pool_size=pool_size, pooled=pooled), pool)
 
@@ -117,6 +149,34 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     The pool's statements leave no session state (no SET, LISTEN or advisory lock; LISTEN
     has a connection of its own), and asyncpg still rolls back any open transaction itself.
     """
+
+
+# The array types the queue's statements take (`$8::int[]` and the like in
+# app/queue/queries.sql) other than text[]: asyncpg knows text[] and oid[] by itself and looks
+# any other array type up in the catalog the first time a connection meets it.
+ARRAY_TYPES = ("int4", "int8", "float8", "bool", "uuid", "timestamptz")
+_LEARN_ARRAY_TYPES = "SELECT " + ", ".join(
+    f"${n}::{name}[]" for n, name in enumerate(ARRAY_TYPES, start=1)
+)
+
+
+async def learn_array_types(conn: asyncpg.Connection) -> None:
+    """Look the array types up once, as a connection through a pooler opens (the pool's and
+    the engine's).
+
+    asyncpg's lookup is three statements: JIT off, the catalog query, JIT back as it was.
+    Outside a transaction a transaction-mode pooler may run each on another server connection:
+    the catalog query then runs with JIT on (seconds: past a request's deadline), and `jit=off`
+    stays behind on a server connection other clients get. In one transaction the three share a
+    server connection; rolling it back undoes even the restore, so the session is left exactly
+    as it was. The types learnt stay in the client's cache.
+    """
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        await conn.fetchrow(_LEARN_ARRAY_TYPES, *[None] * len(ARRAY_TYPES))
+    finally:
+        await transaction.rollback()
 
 
 async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
