@@ -13,9 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import secrets
+import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -97,21 +100,45 @@ def main(argv: list[str] | None = None) -> None:
 
     app = create_app(settings)
     app.mount("/sandbox", create_sandbox_app(key=sandbox_key))
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_config=None))
-    print(
-        f"\n  handoff is running\n"
-        f"  dashboard:   {base}/?token={settings.api_token}\n"
-        f"  API token:   {settings.api_token}\n"
-        f"  cron secret: {settings.cron_secret}\n"
-        f"  API docs:    {base}/docs\n",
-        file=sys.stderr,
-        flush=True,
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None)
+    server = LocalServer(
+        config,
+        banner=(
+            f"\n  handoff is running\n"
+            f"  dashboard:   {base}/?token={settings.api_token}\n"
+            f"  API token:   {settings.api_token}\n"
+            f"  cron secret: {settings.cron_secret}\n"
+            f"  API docs:    {base}/docs\n"
+        ),
     )
     asyncio.run(serve(server, settings, base))
 
 
+class LocalServer(uvicorn.Server):
+    """uvicorn without signal handling of its own: it would re-raise SIGINT or SIGTERM once
+    it had stopped, ending the process before the worker stops and the embedded PostgreSQL
+    shuts down. `serve` hands both signals to it instead, then stops the rest and returns.
+    The banner is printed once the API is listening."""
+
+    def __init__(self, config: uvicorn.Config, banner: str) -> None:
+        super().__init__(config)
+        self.banner = banner
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            print(self.banner, file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def serve(server: uvicorn.Server, settings: Settings, base_url: str) -> None:
-    """The API, a worker and the cron schedule, until the API server is told to stop."""
+    """The API, a worker and the cron schedule, until SIGINT or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, server.handle_exit, signum, None)
     stop = asyncio.Event()
     beside = [
         asyncio.create_task(run_worker(settings, stop)),

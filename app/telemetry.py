@@ -31,6 +31,11 @@ _EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[
 # bounded (no written phone number is longer), so each start scans a few dozen characters.
 _PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d\s().-]{7,24}\d(?!\w)")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+# Identifiers are logged as they are, digit runs included, since they are how a line is joined
+# to its job and lead: a job id passes nine digits at its 100 millionth job, a lead id may carry
+# a date and a number. Ids hold only A-Za-z0-9_.:- (no address fits); the README asks callers
+# not to use phone numbers as lead ids. Emails and secrets are still masked in them.
+ID_FIELDS = frozenset({"job_id", "lead_id", "client_id", "invocation_id", "owner"})
 # A logged string is cut here, after scrubbing: a log line stays a line.
 MAX_FIELD_CHARS = 2_000
 # Every form of every registered secret, longest first so a form containing another is
@@ -98,14 +103,15 @@ def _mask_phone(match: re.Match[str]) -> str:
     return "[phone]"
 
 
-def scrub(value: str) -> str:
+def scrub(value: str, *, phones: bool = True) -> str:
     """The text with secrets, email addresses and phone numbers masked; linear in its length."""
     for secret in _secrets:
         if secret in value:
             value = value.replace(secret, "[secret]")
     if "@" in value:
         value = _EMAIL.sub("[email]", value)
-    value = _PHONE.sub(_mask_phone, value)
+    if phones:
+        value = _PHONE.sub(_mask_phone, value)
     if len(value) > MAX_FIELD_CHARS:
         value = value[:MAX_FIELD_CHARS] + "…[cut]"
     return value
@@ -123,6 +129,12 @@ def _clean(value: Any) -> Any:
     return scrub(str(value))
 
 
+def _clean_field(key: str, value: Any) -> Any:
+    if key in ID_FIELDS and isinstance(value, str):
+        return scrub(value, phones=False)
+    return _clean(value)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message and every `extra` field."""
 
@@ -135,9 +147,9 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                line[key] = _clean(value)
+                line[key] = _clean_field(key, value)
         for key, value in (_context.get() or {}).items():
-            line.setdefault(key, _clean(value))
+            line.setdefault(key, _clean_field(key, value))
         if record.exc_info and record.exc_info[0] is not None:
             # The class and where it was raised, never the exception's text: it may hold PII.
             line["error_type"] = record.exc_info[0].__name__

@@ -42,6 +42,12 @@ OLDEST_DUE_WARN_S = 300.0
 Outcome = Literal["succeeded", "retried", "failed", "released", "lease_lost"]
 
 
+def new_invocation_id() -> str:
+    """A fresh runner invocation id. Its hex digits follow `run_` with no separator, so no run
+    of them can pass for a phone number and be masked in the log lines that name it."""
+    return f"run_{uuid.uuid4().hex[:12]}"
+
+
 @dataclass(frozen=True)
 class ClaimedJob:
     id: int
@@ -144,7 +150,7 @@ class Runner:
         self.job_timeout_s = job_timeout_s
         self.lease_s = lease_s
         self.jobs = jobs
-        self.invocation_id = invocation_id or uuid.uuid4().hex[:12]
+        self.invocation_id = invocation_id or new_invocation_id()
         self.outcomes = OutcomeWriter(db, owner=self.invocation_id)
         self.slots = Slots(concurrency)
 
@@ -214,12 +220,13 @@ class Runner:
             summary.outcomes.update(await self.stop(in_flight))
         summary.remaining_due, summary.oldest_due_age_s = await self.due()
         summary.duration_ms = round((time.monotonic() - started) * 1000)
+        cut_short = out_of_time or summary.outcomes["released"] > 0
+        summary.stop_reason = "budget" if cut_short else "drained"
+        # The summary kept for operators is the one answered and logged, stop_reason included.
         async with self.db.acquire() as conn:
             await conn.execute(
                 QUERIES["record_invocation"], self.invocation_id, json.dumps(summary.as_dict())
             )
-        cut_short = out_of_time or summary.outcomes["released"] > 0
-        summary.stop_reason = "budget" if cut_short else "drained"
         RUNNER_INVOCATIONS.labels(summary.stop_reason).inc()
         late = summary.oldest_due_age_s > OLDEST_DUE_WARN_S
         log.log(

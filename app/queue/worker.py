@@ -41,6 +41,7 @@ class Worker:
         self.grace_s = grace_s
         self.wakeup = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
+        self._listen_failing = False
 
     @property
     def invocation_id(self) -> str:
@@ -57,6 +58,9 @@ class Worker:
                 await self._ensure_listening()
                 slots = self.runner.slots
                 slots.freed.clear()
+                # Before the claim: a notification that arrives while it runs still wakes the
+                # wait below.
+                self.wakeup.clear()
                 free = slots.free
                 claimed = []
                 if free > 0:
@@ -74,7 +78,6 @@ class Worker:
                 woken: asyncio.Task | None = None
                 if not claimed or len(claimed) < free:
                     # Nothing more is due: also wake on a notification or the poll interval.
-                    self.wakeup.clear()
                     woken = asyncio.create_task(self.wakeup.wait())
                     waiters.add(woken)
                 timeout = self.poll_interval_s if woken else None
@@ -105,12 +108,20 @@ class Worker:
             self._listener = await self.listen()
             await self._listener.add_listener(CHANNEL, self._notified)
         except Exception:
-            # Polling carries on; the next loop tries again.
-            log.warning(
-                "cannot listen for notifications; polling",
-                extra={"invocation_id": self.invocation_id},
-            )
+            # Polling carries on; the next loop tries again, and says so only once per outage.
+            if not self._listen_failing:
+                log.warning(
+                    "cannot listen for notifications; polling",
+                    extra={"invocation_id": self.invocation_id},
+                )
+            self._listen_failing = True
             self._listener = None
+        else:
+            if self._listen_failing:
+                log.info(
+                    "listening for notifications again", extra={"invocation_id": self.invocation_id}
+                )
+            self._listen_failing = False
 
     async def _unlisten(self) -> None:
         if self._listener is not None and not self._listener.is_closed():

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import signal
 import time
+
+from fastapi import FastAPI
 
 from app.sandbox.data import sms_history
 from tests.conftest import SANDBOX_KEY
-from tests.support import seed
+from tests.support import ServerThread, eventually, seed
 
 
 async def sms_only_leads(service, n: int, client_id: str = "acme") -> list[str]:
@@ -115,3 +118,97 @@ async def test_provider_429_500_and_garbage_are_retried_then_failed(start_servic
             else:
                 assert summary["failed"] == 1 and job["status"] == "failed"
         assert SANDBOX_KEY not in job["last_error"] and "c-" not in job["last_error"]
+
+
+class CountingSms:
+    """An SMS provider whose conversations are empty and answer after `delay_s`; it counts the
+    calls in flight and the most there ever were at once."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.in_flight = 0
+        self.most = 0
+        self.calls = 0
+        self.app = FastAPI()
+        self.app.get("/sms/contacts/{contact_id}/messages")(self.messages)
+
+    async def messages(self, contact_id: str) -> dict:
+        self.calls += 1
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay_s)
+        finally:
+            self.in_flight -= 1
+        return {"messages": [], "next_cursor": None}
+
+
+async def test_runner_concurrency_bounds_the_handlers_running_at_once(
+    start_service, start_worker, db
+):
+    """RUNNER_CONCURRENCY is an upper bound, for a runner invocation and for a worker, and
+    with enough jobs due it is reached."""
+    provider = CountingSms(delay_s=0.3)
+    with ServerThread(provider.app) as sms:
+        sms_url = f"{sms.base_url}/sms"
+        service = start_service(runner_concurrency=3, sms_provider_url=sms_url)
+        leads = await sms_only_leads(service, 12)
+        await sync_leads(service, leads)
+        summary = await service.run_jobs()
+        assert summary["succeeded"] == 12 and provider.calls == 12
+        assert provider.most == 3
+
+        provider.most = 0
+        await sync_leads(service, leads)
+        worker = start_worker(runner_concurrency=2, sms_provider_url=sms_url)
+
+        async def drained() -> bool:
+            return await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'succeeded'") == 24
+
+        await eventually(drained, 30)
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.wait, 20) == 0
+        assert provider.calls == 24 and provider.most == 2
+
+
+async def test_job_timeout_ends_a_hanging_attempt_and_the_job_is_retried(
+    start_service, sandbox, db
+):
+    state, _ = sandbox
+    # The provider would answer after 6 s and the HTTP timeout is 10 s: only JOB_TIMEOUT_S
+    # (1 s) can end these attempts this early.
+    service = start_service(job_timeout_s=1, provider_timeout_s=10)
+    leads = await sms_only_leads(service, 2)
+    await sync_leads(service, leads)
+    state.add_fault("sms", "hang", hang_s=6)
+
+    started = time.monotonic()
+    summary = await service.run_jobs(budget_s=30)
+    elapsed = time.monotonic() - started
+
+    assert 1 <= elapsed < 1 + 1.5, elapsed
+    assert (summary["retried"], summary["failed"], summary["succeeded"]) == (2, 0, 0)
+    assert summary["stop_reason"] == "drained"
+    rows = await db.fetch("SELECT status, attempts, last_error FROM jobs")
+    assert [(r["status"], r["attempts"]) for r in rows] == [("pending", 1)] * 2
+    assert {r["last_error"] for r in rows} == {"attempt timed out after 1s"}
+
+
+async def test_a_budget_over_the_function_limit_is_capped(start_service, sandbox, db):
+    """budget_s above RUNNER_MAX_DURATION_S - RUNNER_SAFETY_MARGIN_S (here 4 - 1 = 3 s) is
+    cut to that: with every job hanging, the answer comes within the cap plus 2 s."""
+    state, _ = sandbox
+    service = start_service(
+        runner_max_duration_s=4, runner_safety_margin_s=1, provider_timeout_s=30
+    )
+    leads = await sms_only_leads(service, 3)
+    await sync_leads(service, leads)
+    state.add_fault("sms", "hang", hang_s=8)
+
+    started = time.monotonic()
+    summary = await service.run_jobs(budget_s=600)
+    elapsed = time.monotonic() - started
+
+    assert 3 - 0.5 <= elapsed < 3 + 2, elapsed
+    assert summary["stop_reason"] == "budget" and summary["released"] == 3
+    assert await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'running'") == 0

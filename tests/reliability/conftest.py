@@ -1,6 +1,10 @@
 """Fixtures for the reliability suite: a Postgres cluster a test may stop and start, and a
 check that no log line, of the test's interpreter or of any process it started (kept by the
 shared `process_logs`), names the people a test made up.
+
+Hypothesis (and schemathesis, built on it) runs under the `handoff` profile, loaded here for
+every test: derandomized, so a run generates the same examples each time and a failure
+reproduces, and with no example database, so nothing is stored between runs.
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("handoff", derandomize=True, database=None)
+settings.load_profile("handoff")
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

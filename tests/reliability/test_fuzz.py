@@ -25,10 +25,11 @@ with warnings.catch_warnings():
     from schemathesis import GenerationMode
 
 EXAMPLES = 20
+# On the suite's `handoff` profile (tests/reliability/conftest.py): derandomized, no database.
 FUZZ = settings(
+    settings.get_profile("handoff"),
     max_examples=EXAMPLES,
     deadline=None,
-    database=None,
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=list(HealthCheck),
     print_blob=True,
@@ -324,6 +325,26 @@ async def test_strings_postgres_cannot_store_get_4xx_not_5xx(service, db):
     # Whatever was accepted can be processed: the runner does not choke on it.
     summary = await service.run_jobs(budget_s=20)
     assert summary["stop_reason"] == "drained"
+
+
+def test_every_generated_input_comes_from_a_derandomized_profile_without_a_database():
+    """The same examples on every run, nothing remembered between runs: for the profile the
+    suite loads, for FUZZ, and for a hypothesis test that names no settings of its own."""
+    assert settings.default.derandomize is True and settings.default.database is None
+    assert FUZZ.derandomize is True and FUZZ.database is None
+
+    def examples() -> list[int]:
+        seen: list[int] = []
+
+        @given(st.integers())
+        def draw(value: int) -> None:
+            seen.append(value)
+
+        draw()
+        return seen
+
+    first = examples()
+    assert examples() == first and len(set(first)) > 10
 
 
 async def test_job_ids_that_only_look_numeric_get_404(service):
