@@ -9,7 +9,7 @@ import contextlib
 import signal
 import time
 import uuid
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import app.queue.runner
 import app.worker
@@ -197,8 +197,14 @@ class Proxy:
     connection whose client sends `drop_on` is dropped there (what a worker sees of a
     database that goes away mid-statement)."""
 
-    def __init__(self, host: str, port: int, drop_on: bytes) -> None:
-        self.target = (host, port)
+    def __init__(self, database_url: str, drop_on: bytes) -> None:
+        parts = urlsplit(database_url)
+        # The server's address: a host and port, or (as the embedded one gives it) a socket
+        # directory in the `host` query parameter.
+        socket_dir = dict(parse_qsl(parts.query)).get("host", "")
+        port = parts.port or 5432
+        self.socket = f"{socket_dir}/.s.PGSQL.{port}" if socket_dir.startswith("/") else None
+        self.target = (parts.hostname or "127.0.0.1", port)
         self.drop_on = drop_on
         self.down = False
         self.dropped = 0
@@ -214,7 +220,8 @@ class Proxy:
         parts = urlsplit(url)
         auth = parts.netloc.rpartition("@")[0]
         netloc = f"{auth}@127.0.0.1:{self.port}" if auth else f"127.0.0.1:{self.port}"
-        return urlunsplit(parts._replace(netloc=netloc))
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "host"])
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
 
     def set_down(self, down: bool) -> None:
         self.down = down
@@ -227,7 +234,10 @@ class Proxy:
             writer.close()
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            if self.socket:
+                up_reader, up_writer = await asyncio.open_unix_connection(self.socket)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.close()
             return
@@ -263,8 +273,7 @@ async def test_every_line_of_a_worker_process_names_its_invocation(
     """Start-up with the database unreachable (claim, LISTEN and pruning fail), jobs run,
     every NOTIFY the worker sends dropped mid-statement, then SIGTERM: each line, warnings
     included, carries the worker's own invocation_id."""
-    parts = urlsplit(database_url)
-    proxy = await Proxy(parts.hostname or "127.0.0.1", parts.port or 5432, b"pg_notify").start()
+    proxy = await Proxy(database_url, b"pg_notify").start()
     try:
         proxy.set_down(True)
         worker = start_worker(
