@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics import MESSAGES_CUT
 from app.models import Lead, Message
-from app.text import clip_utf8
+from app.storable import clip_utf8
 
 leads = Lead.__table__  # type: ignore[attr-defined]
 messages = Message.__table__  # type: ignore[attr-defined]

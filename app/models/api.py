@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from app.text import StorableStr
+from app.storable import StorableStr, UtcDatetime
 
 # Ids from callers: 1-64 chars of A-Za-z0-9_.:-
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -209,19 +209,8 @@ class InboundEmail(Strict):
     subject: Annotated[StorableStr, StringConstraints(max_length=2000)]
     # No cap of its own: the whole delivery is already capped at 1 MiB.
     text: StorableStr
-    received_at: datetime
-
-    @field_validator("received_at")
-    @classmethod
-    def _storable_instant(cls, value: datetime) -> datetime:
-        """In UTC (a time without an offset is read as UTC), refused at intake when it falls
-        outside what a timestamp can hold rather than failing the job forever."""
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        try:
-            return value.astimezone(UTC)
-        except OverflowError:
-            raise ValueError("the time is out of range") from None
+    # In UTC; refused at intake when out of range rather than failing the job forever.
+    received_at: UtcDatetime
 
 
 class ErrorOut(BaseModel):

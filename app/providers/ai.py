@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from app.providers.errors import MalformedResponse
 from app.providers.http import ProviderClient
-from app.text import StorableStr
+from app.storable import StorableStr
 
 PROVIDER = "ai"
 

@@ -6,10 +6,10 @@ import asyncio
 import math
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import httpx
-from pydantic import AfterValidator, BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from app.metrics import PROVIDER_CALLS, status_class
 from app.providers.errors import (
@@ -19,25 +19,11 @@ from app.providers.errors import (
     RateLimited,
     Transient,
 )
-from app.text import StorableStr
+from app.storable import StorableStr
 
 DEFAULT_RETRY_AFTER_S = 1.0
 
 Model = TypeVar("Model", bound=BaseModel)
-
-
-def _as_utc(value: datetime) -> datetime:
-    """In UTC (a naive provider timestamp is read as UTC), so it compares with aware ones;
-    a time no timestamp can hold is an invalid value, not a crash."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("the time is out of range") from None
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class SendResult(BaseModel):

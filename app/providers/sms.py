@@ -7,8 +7,8 @@ from urllib.parse import quote
 
 from pydantic import BaseModel
 
-from app.providers.http import ProviderClient, SendResult, UtcDatetime, parse_model
-from app.text import StorableStr
+from app.providers.http import ProviderClient, SendResult, parse_model
+from app.storable import StorableStr, UtcDatetime
 
 
 class SmsMessage(BaseModel):
