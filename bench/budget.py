@@ -1,5 +1,5 @@
-"""The runner's time budget: B6 (fidelity: answered in time, nothing left running) and B7
-(utilization: how much of budget x concurrency goes to handlers).
+"""The runner's time budget: B6 `budget_fidelity` (answered in time, nothing left running) and
+B7 `budget_utilization` (how much of budget x concurrency goes to handlers).
 
 Each invocation is `Runner.drain(budget)` with a database pool of its own, as one call of the
 cron runner endpoint would have; several run at once, as overlapping cron calls do.
@@ -8,9 +8,12 @@ cron runner endpoint would have; several run at once, as overlapping cron calls 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import statistics
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import (
@@ -32,14 +35,41 @@ RUNNER_CONCURRENCY = 4  # the app's default RUNNER_CONCURRENCY
 POOL_SIZE = 10
 # Above every budget, so it is the budget, never the job timeout, that cuts an attempt short.
 JOB_TIMEOUT_S = 30
+LEASE_S = JOB_TIMEOUT_S + 30
 
 
-async def b6(cfg: Settings) -> list[Row]:
-    from app.queue import JobSpec, Runner, enqueue_many
+@dataclass
+class BudgetSetup:
+    url: str
+    jobs: Any  # the Registry of the benchmark's handlers
+    spent: list[float] = field(default_factory=lambda: [0.0])  # B7: handler seconds so far
 
-    invocations = cfg.pick(50, 8)
-    parallel = cfg.pick(10, 4)
-    rng = random.Random(6)  # noqa: S311 - a reproducible mix, not a secret
+
+@contextlib.asynccontextmanager
+async def handoff_db(jobs: Any) -> AsyncIterator[BudgetSetup]:
+    """handoff's database for these handlers, dropped after."""
+    url = await recreate_db(HANDOFF_DB)
+    try:
+        await apply_handoff_schema(url)
+        yield BudgetSetup(url, jobs)
+    finally:
+        await drop_db(HANDOFF_DB)
+
+
+# --- B6: budget_fidelity ----------------------------------------------------------------------
+
+
+@dataclass
+class FidelityFigures:
+    invocations: int
+    parallel: int  # invocations at a time
+    results: list[dict[str, Any]]  # per invocation: budget, answer time, its summary
+    running_total: int  # jobs still running once every invocation has answered
+
+
+@contextlib.asynccontextmanager
+async def budget_fidelity_setup() -> AsyncIterator[BudgetSetup]:
+    """Handlers that finish at once, sleep for their payload's seconds, or never end."""
 
     async def hang(_ctx: Any) -> None:
         await asyncio.Event().wait()  # never set: runs until cancelled
@@ -53,8 +83,17 @@ async def b6(cfg: Settings) -> list[Row]:
     jobs = handoff_registry(
         hang=(hang, "forever"), sleepy=(sleepy, "forever"), fast=(fast, "forever")
     )
-    url = await recreate_db(HANDOFF_DB)
-    await apply_handoff_schema(url)
+    async with handoff_db(jobs) as setup:
+        yield setup
+
+
+async def budget_fidelity_measure(setup: BudgetSetup, cfg: Settings) -> FidelityFigures:
+    from app.queue import JobSpec, Runner, enqueue_many
+
+    url, jobs = setup.url, setup.jobs
+    invocations = cfg.pick(50, 8)
+    parallel = cfg.pick(10, 4)
+    rng = random.Random(6)  # noqa: S311 - a reproducible mix, not a secret
     results: list[dict[str, Any]] = []
     gate = asyncio.Semaphore(parallel)
 
@@ -81,7 +120,7 @@ async def b6(cfg: Settings) -> list[Row]:
                     jobs=jobs,
                     concurrency=RUNNER_CONCURRENCY,
                     job_timeout_s=JOB_TIMEOUT_S,
-                    lease_s=JOB_TIMEOUT_S + 30,
+                    lease_s=LEASE_S,
                     invocation_id=f"b6-{i}",
                 )
                 started = time.perf_counter()
@@ -104,19 +143,21 @@ async def b6(cfg: Settings) -> list[Row]:
             )
 
     budgets = [round(rng.uniform(2, 10), 1) for _ in range(invocations)]
-    try:
-        await asyncio.gather(*(invocation(i, b) for i, b in enumerate(budgets)))
-        running_total = await fetchval(url, "SELECT count(*) FROM jobs WHERE status = 'running'")
-    finally:
-        await drop_db(HANDOFF_DB)
+    await asyncio.gather(*(invocation(i, b) for i, b in enumerate(budgets)))
+    running_total = await fetchval(url, "SELECT count(*) FROM jobs WHERE status = 'running'")
+    return FidelityFigures(invocations, parallel, results, running_total)
+
+
+def budget_fidelity_rows(figures: FidelityFigures) -> list[Row]:
+    results = figures.results
     in_time = [r["answered_s"] <= r["budget_s"] + SLACK_S for r in results]
     over = [r["answered_s"] - r["budget_s"] for r in results]
     share = 100 * sum(in_time) / len(results)
-    left = sum(r["left_running"] for r in results) + running_total
+    left = sum(r["left_running"] for r in results) + figures.running_total
     return [
         Row(
             "B6",
-            f"runner budget fidelity, {invocations} invocations, budgets 2-10 s",
+            f"runner budget fidelity, {figures.invocations} invocations, budgets 2-10 s",
             "%",
             {"answered within budget + 2 s": [share]},
             [
@@ -124,8 +165,8 @@ async def b6(cfg: Settings) -> list[Row]:
                 Check("jobs left running", [float(left)], 0.0, "<=", "jobs"),
             ],
             notes=[
-                f"{parallel} invocations at a time, each with its own pool; every invocation "
-                "first enqueues 40 fast, 8 sleeping (0.1-12 s) and 4 hanging jobs"
+                f"{figures.parallel} invocations at a time, each with its own pool; every "
+                "invocation first enqueues 40 fast, 8 sleeping (0.1-12 s) and 4 hanging jobs"
             ],
             extra={
                 "answered_minus_budget_s": {
@@ -142,10 +183,26 @@ async def b6(cfg: Settings) -> list[Row]:
     ]
 
 
-async def b7(cfg: Settings) -> list[Row]:
-    from app.queue import JobSpec, Runner, enqueue_many
+async def budget_fidelity(cfg: Settings) -> list[Row]:
+    """B6: do concurrent runner invocations answer within their budgets, leaving nothing running?"""
+    async with budget_fidelity_setup() as setup:
+        figures = await budget_fidelity_measure(setup, cfg)
+    return budget_fidelity_rows(figures)
 
-    budget = cfg.pick(20.0, 10.0)
+
+# --- B7: budget_utilization -------------------------------------------------------------------
+
+
+@dataclass
+class UtilizationFigures:
+    budget: float  # seconds per invocation
+    shares: list[float]  # handler time / (budget x concurrency), %, one per round
+    processed: list[int]  # jobs succeeded, one per round
+
+
+@contextlib.asynccontextmanager
+async def budget_utilization_setup() -> AsyncIterator[BudgetSetup]:
+    """One handler that sleeps a second and adds the time it ran to the set-up's `spent`."""
     spent = [0.0]
 
     async def one_second(_ctx: Any) -> None:
@@ -156,45 +213,61 @@ async def b7(cfg: Settings) -> list[Row]:
             # Counted even when the budget cuts the attempt short: it was handler time.
             spent[0] += time.perf_counter() - started
 
-    jobs = handoff_registry(second=(one_second, "forever"))
-    url = await recreate_db(HANDOFF_DB)
-    await apply_handoff_schema(url)
+    async with handoff_db(handoff_registry(second=(one_second, "forever"))) as setup:
+        setup.spent = spent
+        yield setup
+
+
+async def budget_utilization_measure(setup: BudgetSetup, cfg: Settings) -> UtilizationFigures:
+    from app.queue import JobSpec, Runner, enqueue_many
+
+    url, jobs, spent = setup.url, setup.jobs, setup.spent
+    budget = cfg.pick(20.0, 10.0)
     shares: list[float] = []
     processed: list[int] = []
-    try:
-        for r in range(cfg.rounds):
-            db = await open_handoff(url, POOL_SIZE)
-            try:
-                # A queue far deeper than one budget can drain.
-                depth = int(budget * RUNNER_CONCURRENCY * 3)
-                async with db.acquire() as conn:
-                    await conn.execute("TRUNCATE jobs")
-                    specs = [JobSpec(f"{r}-{n}") for n in range(depth)]
-                    await enqueue_many(conn, "second", specs, jobs=jobs)
-                    await conn.execute("ANALYZE jobs")
-                spent[0] = 0.0
-                runner = Runner(
-                    db,
-                    jobs=jobs,
-                    concurrency=RUNNER_CONCURRENCY,
-                    job_timeout_s=JOB_TIMEOUT_S,
-                    lease_s=JOB_TIMEOUT_S + 30,
-                )
-                summary = await runner.drain(budget)
-            finally:
-                await db.close()
-            shares.append(100 * spent[0] / (budget * RUNNER_CONCURRENCY))
-            processed.append(summary.outcomes["succeeded"])
-    finally:
-        await drop_db(HANDOFF_DB)
+    for r in range(cfg.rounds):
+        db = await open_handoff(url, POOL_SIZE)
+        try:
+            # A queue far deeper than one budget can drain.
+            depth = int(budget * RUNNER_CONCURRENCY * 3)
+            async with db.acquire() as conn:
+                await conn.execute("TRUNCATE jobs")
+                specs = [JobSpec(f"{r}-{n}") for n in range(depth)]
+                await enqueue_many(conn, "second", specs, jobs=jobs)
+                await conn.execute("ANALYZE jobs")
+            spent[0] = 0.0
+            runner = Runner(
+                db,
+                jobs=jobs,
+                concurrency=RUNNER_CONCURRENCY,
+                job_timeout_s=JOB_TIMEOUT_S,
+                lease_s=LEASE_S,
+            )
+            summary = await runner.drain(budget)
+        finally:
+            await db.close()
+        shares.append(100 * spent[0] / (budget * RUNNER_CONCURRENCY))
+        processed.append(summary.outcomes["succeeded"])
+    return UtilizationFigures(budget, shares, processed)
+
+
+def budget_utilization_rows(figures: UtilizationFigures) -> list[Row]:
     return [
         Row(
             "B7",
-            f"budget utilization, 1-s jobs, concurrency {RUNNER_CONCURRENCY}, budget {budget:g} s",
+            f"budget utilization, 1-s jobs, concurrency {RUNNER_CONCURRENCY}, "
+            f"budget {figures.budget:g} s",
             "%",
-            {"handler time / (budget × concurrency)": shares},
-            [Check("utilization", shares, 90.0, ">=", "%")],
-            extra={"succeeded_per_round": processed},
+            {"handler time / (budget × concurrency)": figures.shares},
+            [Check("utilization", figures.shares, 90.0, ">=", "%")],
+            extra={"succeeded_per_round": figures.processed},
             short="budget utilization",
         )
     ]
+
+
+async def budget_utilization(cfg: Settings) -> list[Row]:
+    """B7: how much of budget x concurrency a runner invocation spends in handlers."""
+    async with budget_utilization_setup() as setup:
+        figures = await budget_utilization_measure(setup, cfg)
+    return budget_utilization_rows(figures)

@@ -1,4 +1,5 @@
-"""Drain benchmarks: B4 (no-op jobs), B5 (one HTTP call per job), B9 (claim cost vs table size).
+"""Drain benchmarks: B4 `drain_noop`, B5 `drain_http` (one HTTP call per job) and B9
+`claim_vs_table_size` (claim cost with few vs many finished jobs in the table).
 
 A drain starts from a full queue (filled with each system's own bulk enqueue, then ANALYZEd as
 autovacuum would have done by then) and is timed until the last job is recorded as done.
@@ -9,8 +10,10 @@ handoff drains two ways: `Runner.drain(budget)`, the code behind the cron runner
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -44,6 +47,11 @@ CLAIM_BATCH = 50
 # Long enough never to be what stops a drain here: a drain ends because the queue is empty.
 DRAIN_BUDGET_S = 900
 POOL_SIZE = 10  # the app's default pool
+JOB_TIMEOUT_S = 30
+LEASE_S = 60
+# handoff's worker: its default poll (the fallback to LISTEN) and grace on stop, spelled out.
+POLL_INTERVAL_S = 1.0
+GRACE_S = 10.0
 
 
 def floor_claim_script() -> str:
@@ -55,8 +63,9 @@ def floor_claim_script() -> str:
     claim = sql_for_pgbench(
         QUERIES["claim"], {1: str(CLAIM_BATCH), 2: "gen_random_uuid()", 3: owner, 4: "60"}
     ).rstrip(";\n")
+    # Built from fixed fragments only: handoff's own claim statement and a constant owner.
     return (
-        f"WITH c AS ({claim}) SELECT count(*) FROM c;\n"
+        f"WITH c AS ({claim}) SELECT count(*) FROM c;\n"  # noqa: S608
         "UPDATE jobs SET status = 'succeeded', finished_at = now(), lock_token = NULL,"
         f" locked_until = NULL WHERE status = 'running' AND locked_by = {owner};\n"
     )
@@ -140,7 +149,13 @@ class Drains:
 
         jobs = handoff_registry(noop=job)
         db = await open_handoff(self.handoff_url, POOL_SIZE)
-        runner = Runner(db, jobs=jobs, concurrency=CONCURRENCY, job_timeout_s=30, lease_s=60)
+        runner = Runner(
+            db,
+            jobs=jobs,
+            concurrency=CONCURRENCY,
+            job_timeout_s=JOB_TIMEOUT_S,
+            lease_s=LEASE_S,
+        )
         dsn = asyncpg_dsn(self.handoff_url)
         try:
             started = time.perf_counter()
@@ -149,7 +164,12 @@ class Drains:
                     summary = await runner.drain(DRAIN_BUDGET_S)
                     assert summary.outcomes["succeeded"] == count, summary.as_dict()
                 else:
-                    worker = Worker(runner, listen=lambda: asyncpg.connect(dsn), poll_interval_s=1)
+                    worker = Worker(
+                        runner,
+                        listen=lambda: asyncpg.connect(dsn),
+                        poll_interval_s=POLL_INTERVAL_S,
+                        grace_s=GRACE_S,
+                    )
                     await worker.run(stop)
             elapsed = time.perf_counter() - started
         finally:
@@ -200,7 +220,31 @@ class Drains:
         return result
 
 
-async def b4(cfg: Settings) -> list[Row]:
+@contextlib.asynccontextmanager
+async def drain_systems(floor: bool) -> AsyncIterator[Drains]:
+    """Set-up shared by B4 and B5: each system's database (and the floor's), dropped after."""
+    drains = Drains()
+    await drains.create(floor=floor)
+    try:
+        yield drains
+    finally:
+        await drains.drop()
+
+
+# --- B4: drain_noop ---------------------------------------------------------------------------
+
+NOOP_SYSTEMS = ["handoff runner", "handoff worker", "procrastinate", "pgqueuer", "pgbench floor"]
+
+
+@dataclass
+class DrainNoopFigures:
+    count: int  # jobs per drain
+    slow_count: int  # procrastinate's jobs per drain
+    samples: dict[str, list[float]]  # system -> jobs/s, one per round
+    cpu: dict[str, Any]
+
+
+async def drain_noop_measure(drains: Drains, cfg: Settings) -> DrainNoopFigures:
     # The issue asks for 20,000 jobs; 10,000 keep a full run under 15 minutes on the 2-core
     # machine (three rounds of five systems) and drain at the same rate (see B9: the table's
     # size does not change the claim's cost).
@@ -208,27 +252,26 @@ async def b4(cfg: Settings) -> list[Row]:
     # procrastinate fetches one job per statement, over psycopg, at a quarter of the others'
     # pace; it drains a fifth as many jobs (its rate, not its total time, is compared).
     slow_count = count // 5
-    drains = Drains()
-    await drains.create(floor=True)
-    names = ["handoff runner", "handoff worker", "procrastinate", "pgqueuer", "pgbench floor"]
-    samples: dict[str, list[float]] = {n: [] for n in names}
-    try:
-        for r in range(cfg.rounds):
-            for name in rotated(names, r):
-                if name.startswith("handoff"):
-                    rate = await drains.handoff(count, name.split()[1])
-                elif name == "pgbench floor":
-                    rate = await drains.floor(count)
-                else:
-                    rate = await drains.peer(name, slow_count if name == "procrastinate" else count)
-                samples[name].append(rate)
-    finally:
-        await drains.drop()
+    samples: dict[str, list[float]] = {n: [] for n in NOOP_SYSTEMS}
+    for r in range(cfg.rounds):
+        for name in rotated(NOOP_SYSTEMS, r):
+            if name.startswith("handoff"):
+                rate = await drains.handoff(count, name.split()[1])
+            elif name == "pgbench floor":
+                rate = await drains.floor(count)
+            else:
+                rate = await drains.peer(name, slow_count if name == "procrastinate" else count)
+            samples[name].append(rate)
+    return DrainNoopFigures(count, slow_count, samples, drains.cpu.as_extra())
+
+
+def drain_noop_rows(figures: DrainNoopFigures) -> list[Row]:
+    samples = figures.samples
     runner, worker = samples["handoff runner"], samples["handoff worker"]
     return [
         Row(
             "B4",
-            f"drain {count:,} no-op jobs, concurrency {CONCURRENCY}",
+            f"drain {figures.count:,} no-op jobs, concurrency {CONCURRENCY}",
             "jobs/s",
             samples,
             [
@@ -239,66 +282,100 @@ async def b4(cfg: Settings) -> list[Row]:
                 Check("runner / pgbench floor", per_round(runner, samples["pgbench floor"]), None),
             ],
             notes=[
-                f"procrastinate drains {slow_count:,} jobs per round (its rate is compared)",
+                f"procrastinate drains {figures.slow_count:,} jobs per round (its rate is "
+                "compared)",
                 "pgqueuer runs with its entrypoint's concurrency_limit=8 and batch_size=8",
             ],
-            extra=drains.cpu.as_extra(),
+            extra=figures.cpu,
             short="drain, no-op jobs",
         )
     ]
 
 
-async def b5(cfg: Settings) -> list[Row]:
+async def drain_noop(cfg: Settings) -> list[Row]:
+    """B4: jobs per second draining a full queue of jobs that return at once."""
+    async with drain_systems(floor=True) as drains:
+        figures = await drain_noop_measure(drains, cfg)
+    return drain_noop_rows(figures)
+
+
+# --- B5: drain_http ---------------------------------------------------------------------------
+
+HTTP_SYSTEMS = ["handoff runner", "handoff worker", "procrastinate", "pgqueuer", "no queue"]
+
+
+@dataclass
+class DrainHttpSetup:
+    drains: Drains
+    call: Callable[[], Awaitable[None]]  # one POST to the local provider
+
+
+@dataclass
+class DrainHttpFigures:
+    count: int
+    samples: dict[str, list[float]]  # system -> jobs/s, one per round
+    cpu: dict[str, Any]
+
+
+@contextlib.asynccontextmanager
+async def drain_http_setup() -> AsyncIterator[DrainHttpSetup]:
+    """The local provider, one HTTP client calling it, and the systems' databases."""
     from bench.http import provider
 
-    count = cfg.pick(2_000, 600)
     async with provider() as url, httpx.AsyncClient() as client:
 
         async def call() -> None:
             response = await client.post(url, json={"channel": "sms"})
             response.raise_for_status()
 
-        async def peer_body(_payload: dict[str, Any]) -> None:
-            await call()
+        async with drain_systems(floor=False) as drains:
+            yield DrainHttpSetup(drains, call)
 
-        async def bare(measured: bool = True) -> float:
-            # The same calls from 8 plain tasks, no queue at all: the ceiling for this client.
-            left = list(range(count))
 
-            async def caller() -> None:
-                while left:
-                    left.pop()
-                    await call()
+async def drain_http_measure(setup: DrainHttpSetup, cfg: Settings) -> DrainHttpFigures:
+    count = cfg.pick(2_000, 600)
+    drains, call = setup.drains, setup.call
 
-            started = time.perf_counter()
-            with drains.cpu.measure("no queue" if measured else "warm-up", lambda: count):
-                await asyncio.gather(*(caller() for _ in range(CONCURRENCY)))
-            return count / (time.perf_counter() - started)
+    async def peer_body(_payload: dict[str, Any]) -> None:
+        await call()
 
-        drains = Drains()
-        await drains.create(floor=False)
-        names = ["handoff runner", "handoff worker", "procrastinate", "pgqueuer", "no queue"]
-        samples: dict[str, list[float]] = {n: [] for n in names}
-        try:
-            for _ in range(2):  # warm the provider and the client's keep-alive connections
-                await bare(measured=False)
-            drains.cpu.samples.pop("warm-up", None)
-            for r in range(cfg.rounds):
-                for name in rotated(names, r):
-                    if name.startswith("handoff"):
-                        rate = await drains.handoff(count, name.split()[1], call)
-                    elif name == "no queue":
-                        rate = await bare()
-                    else:
-                        rate = await drains.peer(name, count, {"channel": "sms"}, peer_body)
-                    samples[name].append(rate)
-        finally:
-            await drains.drop()
+    async def bare(measured: bool = True) -> float:
+        # The same calls from 8 plain tasks, no queue at all: the ceiling for this client.
+        left = list(range(count))
+
+        async def caller() -> None:
+            while left:
+                left.pop()
+                await call()
+
+        started = time.perf_counter()
+        with drains.cpu.measure("no queue" if measured else "warm-up", lambda: count):
+            await asyncio.gather(*(caller() for _ in range(CONCURRENCY)))
+        return count / (time.perf_counter() - started)
+
+    samples: dict[str, list[float]] = {n: [] for n in HTTP_SYSTEMS}
+    for _ in range(2):  # warm the provider and the client's keep-alive connections
+        await bare(measured=False)
+    drains.cpu.samples.pop("warm-up", None)
+    for r in range(cfg.rounds):
+        for name in rotated(HTTP_SYSTEMS, r):
+            if name.startswith("handoff"):
+                rate = await drains.handoff(count, name.split()[1], call)
+            elif name == "no queue":
+                rate = await bare()
+            else:
+                rate = await drains.peer(name, count, {"channel": "sms"}, peer_body)
+            samples[name].append(rate)
+    return DrainHttpFigures(count, samples, drains.cpu.as_extra())
+
+
+def drain_http_rows(figures: DrainHttpFigures) -> list[Row]:
+    samples = figures.samples
     runner, worker = samples["handoff runner"], samples["handoff worker"]
     return [
         Row(
             "B5",
-            f"drain {count:,} jobs of one local HTTP call, concurrency {CONCURRENCY}",
+            f"drain {figures.count:,} jobs of one local HTTP call, concurrency {CONCURRENCY}",
             "jobs/s",
             samples,
             [
@@ -307,66 +384,110 @@ async def b5(cfg: Settings) -> list[Row]:
                 Check("runner / procrastinate", per_round(runner, samples["procrastinate"]), None),
                 Check("runner / no queue", per_round(runner, samples["no queue"]), None),
             ],
-            extra=drains.cpu.as_extra(),
+            extra=figures.cpu,
             short="drain, one HTTP call per job",
         )
     ]
 
 
-async def b9(cfg: Settings) -> list[Row]:
-    """Claim + complete rate with few vs many finished jobs in the table."""
+async def drain_http(cfg: Settings) -> list[Row]:
+    """B5: jobs per second draining jobs that each make one HTTP call to a local provider."""
+    async with drain_http_setup() as setup:
+        figures = await drain_http_measure(setup, cfg)
+    return drain_http_rows(figures)
+
+
+# --- B9: claim_vs_table_size ------------------------------------------------------------------
+
+SMALL_TABLE = 10_000
+
+
+def table_sizes(cfg: Settings) -> dict[str, int]:
+    """Each table's name in the report -> how many finished jobs it is seeded with."""
+    small, large = SMALL_TABLE, cfg.pick(1_000_000, 100_000)
+    return {f"{small:,} finished": small, f"{large:,} finished": large}
+
+
+def table_db(finished: int) -> str:
+    return f"bench_handoff_b9_{finished}"
+
+
+@dataclass
+class TableSizeFigures:
+    sizes: dict[str, int]  # as table_sizes
+    batch: int  # new jobs drained per round
+    samples: dict[str, list[float]]  # "runner, <size>" / "pgbench floor, <size>" -> jobs/s
+
+
+@contextlib.asynccontextmanager
+async def claim_vs_table_size_setup(cfg: Settings) -> AsyncIterator[dict[str, str]]:
+    """One database per table size, seeded with finished jobs; yields size name -> URL."""
+    sizes = table_sizes(cfg)
+    urls: dict[str, str] = {}
+    try:
+        for name, finished in sizes.items():
+            url = urls[name] = await recreate_db(table_db(finished))
+            await apply_handoff_schema(url)
+            # Finished jobs as retention leaves them: succeeded, forever keys, spread over a
+            # week. The statement is built from fixed fragments and an int only.
+            await execute(
+                url,
+                "INSERT INTO jobs (type, dedupe_key, dedupe_scope, status, attempts, payload,"  # noqa: S608
+                " run_at, created_at, started_at, finished_at)"
+                " SELECT 'noop', 'noop:old' || g, 'forever', 'succeeded', 1, '{}',"
+                "  t, t, t, t + interval '1 second'"
+                f" FROM generate_series(1, {finished}) g,"
+                f"  LATERAL (SELECT now() - (g * interval '7 days' / {finished})) AS s(t)",
+                "VACUUM ANALYZE jobs",
+            )
+        yield urls
+    finally:
+        for finished in sizes.values():
+            await drop_db(table_db(finished))
+
+
+async def claim_vs_table_size_measure(urls: dict[str, str], cfg: Settings) -> TableSizeFigures:
     from app.queue import Runner
 
-    small, large = 10_000, cfg.pick(1_000_000, 100_000)
+    sizes = table_sizes(cfg)
     batch = cfg.pick(5_000, 2_000)
-    names = {f"{small:,} finished": small, f"{large:,} finished": large}
-    urls: dict[str, str] = {}
-    for name, finished in names.items():
-        url = urls[name] = await recreate_db(f"bench_handoff_b9_{finished}")
-        await apply_handoff_schema(url)
-        # Finished jobs as retention leaves them: succeeded, forever keys, spread over a week.
-        await execute(
-            url,
-            "INSERT INTO jobs (type, dedupe_key, dedupe_scope, status, attempts, payload,"
-            " run_at, created_at, started_at, finished_at)"
-            " SELECT 'noop', 'noop:old' || g, 'forever', 'succeeded', 1, '{}',"
-            "  t, t, t, t + interval '1 second'"
-            f" FROM generate_series(1, {finished}) g,"
-            f"  LATERAL (SELECT now() - (g * interval '7 days' / {finished})) AS s(t)",
-            "VACUUM ANALYZE jobs",
-        )
-    samples: dict[str, list[float]] = {f"runner, {n}": [] for n in names}
-    samples |= {f"pgbench floor, {n}": [] for n in names}
+    samples: dict[str, list[float]] = {f"runner, {n}": [] for n in sizes}
+    samples |= {f"pgbench floor, {n}": [] for n in sizes}
     jobs = handoff_registry()
-    try:
-        for r in range(cfg.rounds):
-            for name in rotated(list(names), r):
-                url = urls[name]
-                for kind in ("runner", "pgbench floor"):
-                    await fill_handoff(url, batch, tag=f"r{r}{kind[0]}-")
-                    await checkpoint()
-                    if kind == "runner":
-                        db = await open_handoff(url, POOL_SIZE)
-                        try:
-                            runner = Runner(
-                                db, jobs=jobs, concurrency=CONCURRENCY, job_timeout_s=30, lease_s=60
-                            )
-                            started = time.perf_counter()
-                            await runner.drain(DRAIN_BUDGET_S)
-                            rate = batch / (time.perf_counter() - started)
-                        finally:
-                            await db.close()
-                    else:
-                        rate = await floor_drain(url, batch)
-                    samples[f"{kind}, {name}"].append(rate)
-                # Back to the seeded size, so every round sees the same table.
-                await execute(
-                    url, "DELETE FROM jobs WHERE dedupe_key NOT LIKE 'noop:old%'", "VACUUM jobs"
-                )
-    finally:
-        for finished in names.values():
-            await drop_db(f"bench_handoff_b9_{finished}")
-    s, lg = list(names)
+    for r in range(cfg.rounds):
+        for name in rotated(list(sizes), r):
+            url = urls[name]
+            for kind in ("runner", "pgbench floor"):
+                await fill_handoff(url, batch, tag=f"r{r}{kind[0]}-")
+                await checkpoint()
+                if kind == "runner":
+                    db = await open_handoff(url, POOL_SIZE)
+                    try:
+                        runner = Runner(
+                            db,
+                            jobs=jobs,
+                            concurrency=CONCURRENCY,
+                            job_timeout_s=JOB_TIMEOUT_S,
+                            lease_s=LEASE_S,
+                        )
+                        started = time.perf_counter()
+                        await runner.drain(DRAIN_BUDGET_S)
+                        rate = batch / (time.perf_counter() - started)
+                    finally:
+                        await db.close()
+                else:
+                    rate = await floor_drain(url, batch)
+                samples[f"{kind}, {name}"].append(rate)
+            # Back to the seeded size, so every round sees the same table.
+            await execute(
+                url, "DELETE FROM jobs WHERE dedupe_key NOT LIKE 'noop:old%'", "VACUUM jobs"
+            )
+    return TableSizeFigures(sizes, batch, samples)
+
+
+def claim_vs_table_size_rows(figures: TableSizeFigures) -> list[Row]:
+    samples = figures.samples
+    (s, small), (lg, large) = figures.sizes.items()
     return [
         Row(
             "B9",
@@ -385,7 +506,14 @@ async def b9(cfg: Settings) -> list[Row]:
                     0.8,
                 ),
             ],
-            notes=[f"each round drains {batch:,} new jobs at concurrency {CONCURRENCY}"],
+            notes=[f"each round drains {figures.batch:,} new jobs at concurrency {CONCURRENCY}"],
             short="table size",
         )
     ]
+
+
+async def claim_vs_table_size(cfg: Settings) -> list[Row]:
+    """B9: claim + complete rate with few vs many finished jobs in the table."""
+    async with claim_vs_table_size_setup(cfg) as urls:
+        figures = await claim_vs_table_size_measure(urls, cfg)
+    return claim_vs_table_size_rows(figures)

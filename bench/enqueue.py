@@ -1,4 +1,5 @@
-"""Enqueue benchmarks: B1 (single enqueue), B2 (bulk with duplicates), B10 (the NOTIFY path).
+"""Enqueue benchmarks: B1 `single_enqueue`, B2 `bulk_enqueue` (half duplicates) and B10
+`enqueue_with_listeners` (the NOTIFY path).
 
 Every system is driven as a library from this process, closed loop, with as many pooled
 connections as callers; each measurement starts on emptied tables after a CHECKPOINT and a
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -68,7 +71,8 @@ def floor_enqueue_script(notify: bool | None = None) -> str:
     if notify is None:
         return head + insert + ";\n"
     tail = "pg_notify('bench_jobs', '')" if notify else "count(*)"
-    return head + f"WITH ins AS ({insert}) SELECT {tail} FROM ins;\n"
+    # Built from fixed fragments only: handoff's own statement and one of two constant tails.
+    return head + f"WITH ins AS ({insert}) SELECT {tail} FROM ins;\n"  # noqa: S608
 
 
 class Systems:
@@ -204,58 +208,96 @@ class Systems:
             await close()
 
 
-async def b1(cfg: Settings) -> list[Row]:
+@contextlib.asynccontextmanager
+async def enqueue_systems() -> AsyncIterator[Systems]:
+    """Set-up shared by every enqueue benchmark: the four systems' databases, dropped after."""
     systems = Systems()
     await systems.create()
-    names = ["handoff", "procrastinate", "pgqueuer", "pgbench floor"]
-    seconds = cfg.pick(3.0, 2.0)
-    rows = []
     try:
-        for callers in (1, 32):
-            systems.cpu = CpuPerJob()
-            samples: dict[str, list[float]] = {n: [] for n in names}
-            for r in range(cfg.rounds):
-                for name in rotated(names, r):
-                    await systems.reset()
-                    samples[name].append(await systems.single(name, callers, seconds))
-            h = samples["handoff"]
-            rows.append(
-                Row(
-                    "B1",
-                    f"single enqueue, {callers} caller{'s' if callers > 1 else ''}",
-                    "jobs/s",
-                    samples,
-                    [
-                        Check(
-                            "handoff / procrastinate", per_round(h, samples["procrastinate"]), 3.0
-                        ),
-                        Check("handoff / pgqueuer", per_round(h, samples["pgqueuer"]), 3.0),
-                        Check(
-                            "handoff / pgbench floor", per_round(h, samples["pgbench floor"]), 0.4
-                        ),
-                    ],
-                    extra=systems.cpu.as_extra(),
-                    short=f"enqueue, {callers} caller{'s' if callers > 1 else ''}",
-                )
-            )
+        yield systems
     finally:
         await systems.drop()
+
+
+# --- B1: single_enqueue -----------------------------------------------------------------------
+
+SINGLE_SYSTEMS = ["handoff", "procrastinate", "pgqueuer", "pgbench floor"]
+
+
+@dataclass
+class SingleEnqueueFigures:
+    callers: int
+    samples: dict[str, list[float]]  # system -> jobs/s, one per round
+    cpu: dict[str, Any]  # CpuPerJob.as_extra()
+
+
+async def single_enqueue_measure(systems: Systems, cfg: Settings) -> list[SingleEnqueueFigures]:
+    seconds = cfg.pick(3.0, 2.0)
+    figures = []
+    for callers in (1, 32):
+        systems.cpu = CpuPerJob()
+        samples: dict[str, list[float]] = {n: [] for n in SINGLE_SYSTEMS}
+        for r in range(cfg.rounds):
+            for name in rotated(SINGLE_SYSTEMS, r):
+                await systems.reset()
+                samples[name].append(await systems.single(name, callers, seconds))
+        figures.append(SingleEnqueueFigures(callers, samples, systems.cpu.as_extra()))
+    return figures
+
+
+def single_enqueue_rows(figures: list[SingleEnqueueFigures]) -> list[Row]:
+    rows = []
+    for f in figures:
+        samples, h = f.samples, f.samples["handoff"]
+        callers = f"{f.callers} caller{'s' if f.callers > 1 else ''}"
+        rows.append(
+            Row(
+                "B1",
+                f"single enqueue, {callers}",
+                "jobs/s",
+                samples,
+                [
+                    Check("handoff / procrastinate", per_round(h, samples["procrastinate"]), 3.0),
+                    Check("handoff / pgqueuer", per_round(h, samples["pgqueuer"]), 3.0),
+                    Check("handoff / pgbench floor", per_round(h, samples["pgbench floor"]), 0.4),
+                ],
+                extra=f.cpu,
+                short=f"enqueue, {callers}",
+            )
+        )
     return rows
 
 
-async def b2(cfg: Settings) -> list[Row]:
-    systems = Systems()
-    await systems.create()
-    names = ["handoff", "procrastinate", "pgqueuer", STATEMENT_ALONE]
+async def single_enqueue(cfg: Settings) -> list[Row]:
+    """B1: jobs per second of one enqueue per call, at 1 and at 32 concurrent callers."""
+    async with enqueue_systems() as systems:
+        figures = await single_enqueue_measure(systems, cfg)
+    return single_enqueue_rows(figures)
+
+
+# --- B2: bulk_enqueue -------------------------------------------------------------------------
+
+BULK_SYSTEMS = ["handoff", "procrastinate", "pgqueuer", STATEMENT_ALONE]
+
+
+@dataclass
+class BulkEnqueueFigures:
+    samples: dict[str, list[float]]  # system (and the diagnostic) -> jobs/s, one per round
+    cpu: dict[str, Any]
+
+
+async def bulk_enqueue_measure(systems: Systems, cfg: Settings) -> BulkEnqueueFigures:
     seconds = cfg.pick(4.0, 2.0)
-    samples: dict[str, list[float]] = {n: [] for n in names}
-    try:
-        for r in range(cfg.rounds):
-            for name in rotated(names, r):
-                await systems.reset()
-                samples[name].append(await systems.bulk(name, seconds))
-    finally:
-        await systems.drop()
+    samples: dict[str, list[float]] = {n: [] for n in BULK_SYSTEMS}
+    for r in range(cfg.rounds):
+        for name in rotated(BULK_SYSTEMS, r):
+            await systems.reset()
+            samples[name].append(await systems.bulk(name, seconds))
+    return BulkEnqueueFigures(samples, systems.cpu.as_extra())
+
+
+def bulk_enqueue_rows(figures: BulkEnqueueFigures) -> list[Row]:
+    samples = dict(figures.samples)
     diagnostics = {STATEMENT_ALONE: samples.pop(STATEMENT_ALONE)}
     h = samples["handoff"]
     return [
@@ -273,48 +315,67 @@ async def b2(cfg: Settings) -> list[Row]:
                 "already held rejects the whole batch), so it inserts all 1,000 jobs"
             ],
             diagnostics=diagnostics,
-            extra=systems.cpu.as_extra(),
+            extra=figures.cpu,
             short="bulk enqueue",
         )
     ]
 
 
-async def b10(cfg: Settings) -> list[Row]:
-    """Single enqueue at 32 callers with the NOTIFY path on and listeners attached, vs off."""
+async def bulk_enqueue(cfg: Settings) -> list[Row]:
+    """B2: jobs per second submitted 1,000 per statement, half of them already queued."""
+    async with enqueue_systems() as systems:
+        figures = await bulk_enqueue_measure(systems, cfg)
+    return bulk_enqueue_rows(figures)
+
+
+# --- B10: enqueue_with_listeners --------------------------------------------------------------
+
+NOTIFY_CALLERS = 32
+NOTIFY_LISTENERS = 2
+NOTIFY_SYSTEMS = ["handoff, listening", "handoff, none", "pgbench + pg_notify", "pgbench plain"]
+
+
+@dataclass
+class ListenersFigures:
+    samples: dict[str, list[float]]  # variant -> jobs/s, one per round
+    received: int  # notifications the listeners took over the whole benchmark
+
+
+@contextlib.asynccontextmanager
+async def listening(url: str, channel: str, heard: Callable[..., None]) -> AsyncIterator[None]:
+    """Idle workers, as far as the enqueue side can tell: connections that LISTEN and take every
+    notification. They claim nothing, so a drain's CPU does not muddy the figure."""
+    conns = [await asyncpg.connect(url) for _ in range(NOTIFY_LISTENERS)]
+    try:
+        for conn in conns:
+            await conn.add_listener(channel, heard)
+        yield
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+async def enqueue_with_listeners_measure(systems: Systems, cfg: Settings) -> ListenersFigures:
     from app.queue import enqueue
     from app.queue.notify import CHANNEL, Notifier
 
-    systems = Systems()
-    await systems.create()
-    callers, listeners = 32, 2
+    callers = NOTIFY_CALLERS
     seconds = cfg.pick(4.0, 2.0)
-    names = ["handoff, listening", "handoff, none", "pgbench + pg_notify", "pgbench plain"]
-    samples: dict[str, list[float]] = {n: [] for n in names}
+    samples: dict[str, list[float]] = {n: [] for n in NOTIFY_SYSTEMS}
     received = [0]
 
     def heard(*_: object) -> None:
         received[0] += 1
 
-    @contextlib.asynccontextmanager
-    async def listening(url: str, channel: str):  # noqa: ANN202
-        # Idle workers, as far as the enqueue side can tell: connections that LISTEN and take
-        # every notification. They claim nothing, so a drain's CPU does not muddy the figure.
-        conns = [await asyncpg.connect(url) for _ in range(listeners)]
-        try:
-            for conn in conns:
-                await conn.add_listener(channel, heard)
-            yield
-        finally:
-            for conn in conns:
-                await conn.close()
-
-    async def measure(name: str) -> float:
+    async def one(name: str) -> float:
         if name.startswith("pgbench"):
             notify = name == "pgbench + pg_notify"
             script = floor_enqueue_script(notify)
             async with contextlib.AsyncExitStack() as stack:
                 if notify:
-                    await stack.enter_async_context(listening(systems.floor_url, "bench_jobs"))
+                    await stack.enter_async_context(
+                        listening(systems.floor_url, "bench_jobs", heard)
+                    )
                 result = await pgbench(systems.floor_url, script, clients=callers, seconds=seconds)
             return result.tps
         db = await open_handoff(systems.handoff_url, callers)
@@ -331,23 +392,25 @@ async def b10(cfg: Settings) -> list[Row]:
             async with contextlib.AsyncExitStack() as stack:
                 if name == "handoff, listening":
                     await stack.enter_async_context(Notifier(db))
-                    await stack.enter_async_context(listening(systems.handoff_url, CHANNEL))
+                    await stack.enter_async_context(listening(systems.handoff_url, CHANNEL, heard))
                 await closed_loop(callers, WARMUP_S, op("warm"))
                 return await closed_loop(callers, seconds, op("run"))
         finally:
             await db.close()
 
-    try:
-        for r in range(cfg.rounds):
-            for name in rotated(names, r):
-                await systems.reset()
-                samples[name].append(await measure(name))
-    finally:
-        await systems.drop()
+    for r in range(cfg.rounds):
+        for name in rotated(NOTIFY_SYSTEMS, r):
+            await systems.reset()
+            samples[name].append(await one(name))
+    return ListenersFigures(samples, received[0])
+
+
+def enqueue_with_listeners_rows(figures: ListenersFigures) -> list[Row]:
+    samples = figures.samples
     return [
         Row(
             "B10",
-            f"single enqueue, {callers} callers, {listeners} listeners vs none",
+            f"single enqueue, {NOTIFY_CALLERS} callers, {NOTIFY_LISTENERS} listeners vs none",
             "jobs/s",
             samples,
             [
@@ -362,7 +425,14 @@ async def b10(cfg: Settings) -> list[Row]:
                     None,
                 ),
             ],
-            extra={"notifications_received": received[0]},
+            extra={"notifications_received": figures.received},
             short="enqueue with listeners",
         )
     ]
+
+
+async def enqueue_with_listeners(cfg: Settings) -> list[Row]:
+    """B10: single enqueue at 32 callers with the NOTIFY path on and listeners attached, vs off."""
+    async with enqueue_systems() as systems:
+        figures = await enqueue_with_listeners_measure(systems, cfg)
+    return enqueue_with_listeners_rows(figures)

@@ -1,5 +1,5 @@
-"""HTTP: B3 (`POST /sync` against `GET /healthz` on the same server) and the local provider B5
-calls.
+"""HTTP: B3 `http_sync` (`POST /sync` against `GET /healthz` on the same server) and the local
+provider B5 (`drain_http`) calls.
 
 B3 runs the real app under uvicorn in a subprocess, on a database of its own, and loads it with
 wrk (64 connections). `/healthz` touches neither the database nor the queue, so
@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -139,7 +140,7 @@ async def subprocess_server(args: list[str], env: dict[str, str], ready_url: str
                 await asyncio.to_thread(proc.wait)
 
 
-# --- the local provider (B5) ------------------------------------------------------------------
+# --- the local provider (B5, drain_http) ------------------------------------------------------
 
 
 class _ProviderProtocol(asyncio.Protocol):
@@ -202,7 +203,7 @@ async def provider() -> AsyncIterator[str]:
         yield url
 
 
-# --- B3 ---------------------------------------------------------------------------------------
+# --- B3: http_sync ----------------------------------------------------------------------------
 
 
 def wrk_path() -> str:
@@ -256,74 +257,105 @@ async def seed(base: str, leads: int) -> None:
             r.raise_for_status()
 
 
-async def b3(cfg: Settings) -> list[Row]:
-    seconds = cfg.pick(5.0, 2.0)
+@dataclass
+class HttpSyncSetup:
+    url: str  # the app's database
+    base: str  # the app's address
+    stride: int  # fresh lead ids per wrk thread per round
+
+
+@dataclass
+class HttpSyncFigures:
+    samples: dict[str, list[float]]  # request kind -> req/s, one per round
+    p99: dict[str, list[float]]  # request kind -> ms, one per round
+    created: list[float]  # jobs created per "new" request, one per round
+
+
+def lead_stride(cfg: Settings) -> int:
     # Each thread's stretch of fresh leads per round; far more than a round can use at the
     # rates seen here (a few thousand requests per second at most).
-    stride = cfg.pick(6_000, 3_000)
-    rounds = cfg.rounds
-    leads = 2 + rounds * 2 * stride  # ids 0 .. 2 * stride * rounds + 1
+    return cfg.pick(6_000, 3_000)
+
+
+@contextlib.asynccontextmanager
+async def http_sync_setup(cfg: Settings) -> AsyncIterator[HttpSyncSetup]:
+    """The app under uvicorn on a database of its own, with a client and its leads seeded."""
+    stride = lead_stride(cfg)
+    leads = 2 + cfg.rounds * 2 * stride  # ids 0 .. 2 * stride * rounds + 1
     url = await recreate_db(HTTP_DB)
-    await apply_handoff_schema(url)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "API_TOKEN": TOKEN,
-        # Fewer JSON lines on stderr: the figure is the request path, not the log pipe.
-        "PYTHONUNBUFFERED": "1",
-    }
-    args = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
-    names = ["GET /healthz", "POST /sync, deduplicated", "POST /sync, new"]
-    samples: dict[str, list[float]] = {n: [] for n in names}
-    p99: dict[str, list[float]] = {n: [] for n in names}
-    created: list[float] = []
     try:
+        await apply_handoff_schema(url)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "API_TOKEN": TOKEN,
+            # Fewer JSON lines on stderr: the figure is the request path, not the log pipe.
+            "PYTHONUNBUFFERED": "1",
+        }
+        args = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
         async with subprocess_server(args, env, f"{base}/healthz"):
             await seed(base, leads)
-            scripts = {
-                "GET /healthz": (f"{base}/healthz", REPORT_LUA),
-                "POST /sync, deduplicated": (f"{base}/sync", SYNC_DEDUP_LUA),
-                "POST /sync, new": (f"{base}/sync", SYNC_NEW_LUA),
-            }
-            # Warm-up: the first dedup request creates L0's jobs; the rest warm the pools.
-            for name in names[:2]:
-                await asyncio.to_thread(run_wrk, *scripts[name], 1)
-            for r in range(rounds):
-                for name in rotated(names, r):
-                    await checkpoint()
-                    env_r = {
-                        "BENCH_LEAD_BASE": str(1 + r * 2 * stride),
-                        "BENCH_LEAD_STRIDE": str(stride),
-                    }
-                    before = await fetchval(url, "SELECT count(*) FROM jobs")
-                    result = await asyncio.to_thread(run_wrk, *scripts[name], seconds, env_r)
-                    if result["non2xx"] or result["socket_errors"]:
-                        raise RuntimeError(f"B3 {name}: errors in {result}")
-                    samples[name].append(result["rps"])
-                    p99[name].append(result["p99_us"] / 1000)
-                    if name == "POST /sync, new":
-                        if result["requests"] > stride * 2:
-                            raise RuntimeError("B3: more requests than fresh leads; raise stride")
-                        # wrk counts only the answers it read before its deadline; the server may
-                        # have finished a few more, so this can exceed 2 slightly.
-                        new_jobs = await fetchval(url, "SELECT count(*) FROM jobs") - before
-                        created.append(new_jobs / result["requests"])
+            yield HttpSyncSetup(url, base, stride)
     finally:
         await drop_db(HTTP_DB)
+
+
+HTTP_KINDS = ["GET /healthz", "POST /sync, deduplicated", "POST /sync, new"]
+
+
+async def http_sync_measure(setup: HttpSyncSetup, cfg: Settings) -> HttpSyncFigures:
+    url, base, stride = setup.url, setup.base, setup.stride
+    seconds = cfg.pick(5.0, 2.0)
+    samples: dict[str, list[float]] = {n: [] for n in HTTP_KINDS}
+    p99: dict[str, list[float]] = {n: [] for n in HTTP_KINDS}
+    created: list[float] = []
+    scripts = {
+        "GET /healthz": (f"{base}/healthz", REPORT_LUA),
+        "POST /sync, deduplicated": (f"{base}/sync", SYNC_DEDUP_LUA),
+        "POST /sync, new": (f"{base}/sync", SYNC_NEW_LUA),
+    }
+    # Warm-up: the first dedup request creates L0's jobs; the rest warm the pools.
+    for name in HTTP_KINDS[:2]:
+        await asyncio.to_thread(run_wrk, *scripts[name], 1)
+    for r in range(cfg.rounds):
+        for name in rotated(HTTP_KINDS, r):
+            await checkpoint()
+            env_r = {
+                "BENCH_LEAD_BASE": str(1 + r * 2 * stride),
+                "BENCH_LEAD_STRIDE": str(stride),
+            }
+            before = await fetchval(url, "SELECT count(*) FROM jobs")
+            result = await asyncio.to_thread(run_wrk, *scripts[name], seconds, env_r)
+            if result["non2xx"] or result["socket_errors"]:
+                raise RuntimeError(f"B3 {name}: errors in {result}")
+            samples[name].append(result["rps"])
+            p99[name].append(result["p99_us"] / 1000)
+            if name == "POST /sync, new":
+                if result["requests"] > stride * 2:
+                    raise RuntimeError("B3: more requests than fresh leads; raise stride")
+                # wrk counts only the answers it read before its deadline; the server may
+                # have finished a few more, so this can exceed 2 slightly.
+                new_jobs = await fetchval(url, "SELECT count(*) FROM jobs") - before
+                created.append(new_jobs / result["requests"])
+    return HttpSyncFigures(samples, p99, created)
+
+
+def http_sync_rows(figures: HttpSyncFigures) -> list[Row]:
+    samples = figures.samples
     health = samples["GET /healthz"]
     return [
         Row(
@@ -340,13 +372,20 @@ async def b3(cfg: Settings) -> list[Row]:
                 Check("sync new / healthz", per_round(samples["POST /sync, new"], health), 0.4),
             ],
             extra={
-                "p99_ms": p99,
+                "p99_ms": figures.p99,
                 # Jobs created per "new" request: 2 (one per channel) when none was a duplicate.
-                "new_jobs_per_request": created,
+                "new_jobs_per_request": figures.created,
             },
             short="HTTP POST /sync",
         )
     ]
+
+
+async def http_sync(cfg: Settings) -> list[Row]:
+    """B3: requests per second of `POST /sync` against `GET /healthz` on the same server."""
+    async with http_sync_setup(cfg) as setup:
+        figures = await http_sync_measure(setup, cfg)
+    return http_sync_rows(figures)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """`python -m bench.run [--quick] [--only B1,B4]`: run the benchmarks, write the report.
 
+The benchmarks, by report label and name: B1 single_enqueue, B2 bulk_enqueue, B3 http_sync,
+B4 drain_noop, B5 drain_http, B6 budget_fidelity, B7 budget_utilization, B8 pickup_latency,
+B9 claim_vs_table_size, B10 enqueue_with_listeners.
+
 A full run writes bench/results.json, BENCHMARKS.md and docs/bench.png; `--only` re-measures
 the named benchmarks and merges them into the existing results (each row keeps the time and
 load it was measured under). `--quick` is a smoke test of every family with small counts and
@@ -40,18 +44,22 @@ from bench.common import (
 from bench.peers import quiet_peer_logs
 
 Family = Callable[[Settings], Awaitable[list[Row]]]
+# Each benchmark is known by its B-number in the report and on the command line; its function
+# sets up, measures (raw figures) and turns the figures into report rows.
 BENCHMARKS: dict[str, Family] = {
-    "B1": enqueue.b1,
-    "B2": enqueue.b2,
-    "B3": http.b3,
-    "B4": drain.b4,
-    "B5": drain.b5,
-    "B6": budget.b6,
-    "B7": budget.b7,
-    "B8": latency.b8,
-    "B9": drain.b9,
-    "B10": enqueue.b10,
+    "B1": enqueue.single_enqueue,
+    "B2": enqueue.bulk_enqueue,
+    "B3": http.http_sync,
+    "B4": drain.drain_noop,
+    "B5": drain.drain_http,
+    "B6": budget.budget_fidelity,
+    "B7": budget.budget_utilization,
+    "B8": latency.pickup_latency,
+    "B9": drain.claim_vs_table_size,
+    "B10": enqueue.enqueue_with_listeners,
 }
+# `--only` also takes the functions' names, e.g. `--only drain_noop`.
+BY_NAME = {family.__name__: bench_id for bench_id, family in BENCHMARKS.items()}
 PACKAGES = [
     "asyncpg",
     "fastapi",
@@ -235,13 +243,15 @@ async def measure(ids: list[str], cfg: Settings) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts, one round")
-    parser.add_argument("--only", help="comma-separated ids, e.g. B1,B4")
+    parser.add_argument(
+        "--only", help="comma-separated ids or names, e.g. B1,B4 or single_enqueue,drain_noop"
+    )
     parser.add_argument("--report", action="store_true", help="rewrite the report only")
     args = parser.parse_args()
     cfg = Settings(quick=args.quick)
     ids = list(BENCHMARKS)
     if args.only:
-        ids = [x.strip().upper() for x in args.only.split(",") if x.strip()]
+        ids = [BY_NAME.get(x.strip(), x.strip().upper()) for x in args.only.split(",") if x.strip()]
         unknown = [x for x in ids if x not in BENCHMARKS]
         if unknown:
             parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
