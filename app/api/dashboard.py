@@ -2,18 +2,33 @@
 
 The page itself holds no data and needs no token (the contract makes `GET /` public); the
 script reads the API token from the address bar or a sign-in form and sends it as a bearer
-token on every API call it makes.
+token on every API call it makes. What the page must know about the queue itself, the job
+statuses and the registered job types, is rendered into it from here (the filters' options,
+the counts table's columns, and a JSON block the script reads the statuses from), so the
+script keeps no copy of its own.
+
+The script is a set of ES modules in app/static, loaded from `dashboard.js`. The page asks for
+that entry and the stylesheet with `?v=<hash of app/static>`; the modules it imports are
+fetched by their plain names, so those answers say `Cache-Control: no-cache` and a browser
+checks them again (a cheap 304 while unchanged) instead of pairing a new entry with old ones.
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import get_args
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.responses import Response
+from starlette.types import Scope
+
+from app.models.api import JobStatus
+from app.queue.registry import registry
 
 router = APIRouter(tags=["dashboard"])
 
@@ -49,6 +64,13 @@ def _asset_version() -> str:
 ASSET_VERSION = _asset_version()
 
 
+def queue_terms() -> dict[str, list[str]]:
+    """What the page needs to know about the queue: the API's job statuses, in the API's
+    order, and every job type a handler is registered for (read per request, so a type
+    registered after this module was imported is there too)."""
+    return {"statuses": list(get_args(JobStatus)), "job_types": registry.types()}
+
+
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def dashboard(request: Request) -> HTMLResponse:
     # Behind a path prefix (root_path) the assets live under that prefix too.
@@ -56,13 +78,25 @@ async def dashboard(request: Request) -> HTMLResponse:
     return templates.TemplateResponse(
         request,
         "dashboard.html",
-        {"root": root, "version": ASSET_VERSION},
+        {"root": root, "version": ASSET_VERSION, **queue_terms()},
         headers=PAGE_HEADERS,
     )
+
+
+class StaticAssets(StaticFiles):
+    """app/static; a file asked for without `?v=` (a module another module imports) is to be
+    checked with the server on every use, as its address does not change when it does."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if "v" not in query and response.status_code in (200, 304):
+            response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 def mount_static(app: FastAPI) -> None:
     """Serve app/static at /static (once, however often this is called)."""
     if any(getattr(route, "path", None) == "/static" for route in app.routes):
         return
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", StaticAssets(directory=STATIC_DIR), name="static")
