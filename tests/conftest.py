@@ -8,33 +8,40 @@ thread of their own, and so do the sandbox providers.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import re
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 
 from app.db import async_url, start_embedded
 from app.migrations import upgrade_to_head
 from app.sandbox import SandboxState, create_sandbox_app
 from app.settings import Settings
-from app.telemetry import JsonFormatter
-from tests.support import ServerThread, free_port, swap_database, wait_until_serving
+from tests.support import (
+    API_TOKEN,
+    CRON_SECRET,
+    EMAIL_SHAPED,
+    ROOT,
+    SANDBOX_KEY,
+    SECRETS,
+    WEBHOOK_SECRET,
+    LogCapture,
+    ProcessLogs,
+    ServerThread,
+    Service,
+    free_port,
+    spawn,
+    swap_database,
+    wait_until_serving,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-API_TOKEN = "test-api-token-0123456789"
-CRON_SECRET = "test-cron-secret-0123456789"
-WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-SANDBOX_KEY = "sandbox-key-0123456789"
+__all__ = ["API_TOKEN", "CRON_SECRET", "ROOT", "SANDBOX_KEY", "WEBHOOK_SECRET"]
 
 
 @pytest.fixture(scope="session")
@@ -118,35 +125,6 @@ def make_settings(database_url: str, sandbox) -> Callable[..., Settings]:
     return build
 
 
-class Service:
-    """A running app: its base URL and clients carrying the right bearer tokens."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        limits = httpx.Limits(max_connections=200)
-        self.api = httpx.AsyncClient(
-            base_url=base_url,
-            headers={"Authorization": f"Bearer {API_TOKEN}"},
-            timeout=60,
-            limits=limits,
-        )
-        self.cron = httpx.AsyncClient(
-            base_url=base_url, headers={"Authorization": f"Bearer {CRON_SECRET}"}, timeout=60
-        )
-        self.anon = httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits)
-
-    async def run_jobs(self, budget_s: float = 30) -> dict:
-        response = await self.cron.post(
-            f"/api/cron/background-jobs?budget_s={budget_s}", timeout=budget_s + 30
-        )
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    async def aclose(self) -> None:
-        for client in (self.api, self.cron, self.anon):
-            await client.aclose()
-
-
 @pytest.fixture
 async def start_service(make_settings) -> AsyncIterator[Callable[..., Service]]:
     """Start the app on loopback with these setting overrides; stopped after the test."""
@@ -166,74 +144,10 @@ async def start_service(make_settings) -> AsyncIterator[Callable[..., Service]]:
         await asyncio.to_thread(server.stop)
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a process these settings."""
-    env = {"PATH": os.environ.get("PATH", "")}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[name.upper()] = str(value)
-    return env
-
-
-class ProcessLogs:
-    """The stdout and stderr files of every process a test started."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.files: list[tuple[str, Path, Path]] = []
-
-    def open(self, name: str) -> tuple[object, object]:
-        index = len(self.files)
-        out = self.directory / f"{index}-{name}.out"
-        err = self.directory / f"{index}-{name}.err"
-        self.files.append((name, out, err))
-        return out.open("wb"), err.open("wb")
-
-    def lines(self, name: str | None = None) -> list[str]:
-        """Every stdout line of the processes (or only those called `name`)."""
-        found: list[str] = []
-        for process, out, _ in self.files:
-            if name is None or process == name:
-                found += out.read_text(errors="replace").splitlines()
-        return found
-
-    def stderr(self, name: str | None = None) -> str:
-        return "".join(
-            err.read_text(errors="replace")
-            for process, _, err in self.files
-            if name is None or process == name
-        )
-
-    def records(self, name: str | None = None) -> list[dict]:
-        """stdout lines as JSON objects; a line that is not one is reported as an error."""
-        records = []
-        for line in self.lines(name):
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                records.append({"level": "error", "msg": f"not a JSON log line: {line[:200]}"})
-        return records
-
-    def errors(self, name: str | None = None) -> list[dict]:
-        return [r for r in self.records(name) if r.get("level") in ("error", "critical")]
-
-
 @pytest.fixture
 def process_logs() -> Iterator[ProcessLogs]:
     with tempfile.TemporaryDirectory(prefix="handoff-proc-logs-") as directory:
         yield ProcessLogs(Path(directory))
-
-
-def spawn(args: list[str], settings: Settings, logs: ProcessLogs, name: str) -> subprocess.Popen:
-    """`python <args>` with these settings in its environment, its output kept in `logs`."""
-    out, err = logs.open(name)
-    try:
-        return subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, env=settings_env(settings), stdout=out, stderr=err
-        )
-    finally:
-        out.close()
-        err.close()
 
 
 @pytest.fixture
@@ -288,34 +202,6 @@ def start_worker(make_settings, process_logs) -> Iterator[Callable[..., subproce
 @pytest.fixture
 async def service(start_service) -> Service:
     return start_service()
-
-
-class LogCapture(logging.Handler):
-    """Every log line as the service writes it (JSON), for assertions."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(JsonFormatter())
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-    def records(self) -> list[dict]:
-        return [json.loads(line) for line in self.lines]
-
-    def errors(self) -> list[dict]:
-        return [r for r in self.records() if r["level"] in ("error", "critical")]
-
-
-SECRETS = (
-    API_TOKEN,
-    CRON_SECRET,
-    WEBHOOK_SECRET,
-    WEBHOOK_SECRET.removeprefix("whsec_"),
-    SANDBOX_KEY,
-)
-EMAIL_SHAPED = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[A-Za-z]{2,}")
 
 
 @pytest.fixture(autouse=True)

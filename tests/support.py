@@ -1,17 +1,44 @@
-"""Test helpers: a uvicorn server in a thread, URL tweaks, data builders, signed webhooks."""
+"""Test helpers: the tests' secrets, a uvicorn server in a thread, a service and its clients,
+processes and their logs, URL tweaks, data builders, signed webhooks."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import os
+import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import uvicorn
 from standardwebhooks.webhooks import Webhook
+
+from app.settings import Settings
+from app.telemetry import JsonFormatter
+
+ROOT = Path(__file__).resolve().parents[1]
+API_TOKEN = "test-api-token-0123456789"
+CRON_SECRET = "test-cron-secret-0123456789"
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SANDBOX_KEY = "sandbox-key-0123456789"
+
+SECRETS = (
+    API_TOKEN,
+    CRON_SECRET,
+    WEBHOOK_SECRET,
+    WEBHOOK_SECRET.removeprefix("whsec_"),
+    SANDBOX_KEY,
+)
+EMAIL_SHAPED = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[A-Za-z]{2,}")
 
 
 class ServerThread:
@@ -130,8 +157,6 @@ def assert_error(response: Any, status: int, code: str | None = None) -> dict:
 
 async def wait_until_serving(service: Any, process: Any, why_exited: Any = None) -> None:
     """Poll a service process's /healthz until it answers; fail if the process exits first."""
-    import httpx
-
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -151,3 +176,126 @@ async def eventually(predicate, within_s: float, step_s: float = 0.05, what: str
         assert time.monotonic() < deadline, f"{what}: not within {within_s} s"
         await asyncio.sleep(step_s)
     return value
+
+
+class Service:
+    """A running app: its base URL and clients carrying the right bearer tokens."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        limits = httpx.Limits(max_connections=200)
+        self.api = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+            timeout=60,
+            limits=limits,
+        )
+        self.cron = httpx.AsyncClient(
+            base_url=base_url, headers={"Authorization": f"Bearer {CRON_SECRET}"}, timeout=60
+        )
+        self.anon = httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits)
+
+    async def run_jobs(self, budget_s: float = 30) -> dict:
+        response = await self.cron.post(
+            f"/api/cron/background-jobs?budget_s={budget_s}", timeout=budget_s + 30
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def aclose(self) -> None:
+        for client in (self.api, self.cron, self.anon):
+            await client.aclose()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a process these settings."""
+    env = {"PATH": os.environ.get("PATH", "")}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[name.upper()] = str(value)
+    return env
+
+
+class ProcessLogs:
+    """The stdout and stderr files of every process a test started."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.files: list[tuple[str, Path, Path]] = []
+
+    def open(self, name: str) -> tuple[object, object]:
+        index = len(self.files)
+        out = self.directory / f"{index}-{name}.out"
+        err = self.directory / f"{index}-{name}.err"
+        self.files.append((name, out, err))
+        return out.open("wb"), err.open("wb")
+
+    def lines(self, name: str | None = None) -> list[str]:
+        """Every stdout line of the processes (or only those called `name`)."""
+        found: list[str] = []
+        for process, out, _ in self.files:
+            if name is None or process == name:
+                found += out.read_text(errors="replace").splitlines()
+        return found
+
+    def stderr(self, name: str | None = None) -> str:
+        return "".join(
+            err.read_text(errors="replace")
+            for process, _, err in self.files
+            if name is None or process == name
+        )
+
+    def records(self, name: str | None = None) -> list[dict]:
+        """stdout lines as JSON objects; a line that is not one is reported as an error."""
+        records = []
+        for line in self.lines(name):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                records.append({"level": "error", "msg": f"not a JSON log line: {line[:200]}"})
+        return records
+
+    def errors(self, name: str | None = None) -> list[dict]:
+        return [r for r in self.records(name) if r.get("level") in ("error", "critical")]
+
+
+def spawn(args: list[str], settings: Settings, logs: ProcessLogs, name: str) -> subprocess.Popen:
+    """`python <args>` with these settings in its environment, its output kept in `logs`."""
+    out, err = logs.open(name)
+    try:
+        return subprocess.Popen(
+            [sys.executable, *args], cwd=ROOT, env=settings_env(settings), stdout=out, stderr=err
+        )
+    finally:
+        out.close()
+        err.close()
+
+
+class LogCapture(logging.Handler):
+    """Every log line as the service writes it (JSON), for assertions."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(JsonFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def records(self) -> list[dict]:
+        return [json.loads(line) for line in self.lines]
+
+    def errors(self) -> list[dict]:
+        return [r for r in self.records() if r["level"] in ("error", "critical")]
+
+
+async def assert_enqueued(conn: Any, type: str, *, count: int = 1, **fields: Any) -> list[Any]:
+    """Exactly `count` jobs of `type` whose columns equal `fields` (client_id=, lead_id=,
+    status=, dedupe_key=, …); returns their rows, oldest first."""
+    known = {"client_id", "lead_id", "status", "dedupe_key", "attempts", "max_attempts"}
+    assert set(fields) <= known, f"assert_enqueued compares only {sorted(known)}"
+    conditions = ["type = $1", *(f"{name} = ${n}" for n, name in enumerate(fields, start=2))]
+    query = f"SELECT * FROM jobs WHERE {' AND '.join(conditions)} ORDER BY id"  # noqa: S608 (columns from the fixed set above)
+    rows = await conn.fetch(query, type, *fields.values())
+    assert len(rows) == count, f"{len(rows)} {type} jobs with {fields}, not {count}"
+    return rows

@@ -8,10 +8,11 @@ import time
 import warnings
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app.migrations import upgrade_to_head
-from tests.support import seed
+from tests.support import eventually, seed
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -62,14 +63,13 @@ async def test_routes_answer_503_while_postgres_is_down_and_recover(
 
     await asyncio.to_thread(throwaway_postgres.ensure_postgres_running)
     assert throwaway_postgres.get_uri() == url
-    deadline = time.monotonic() + 15
-    while True:
+
+    async def recovered() -> httpx.Response | None:
         response = await service.api.post("/sync", json=body)
-        if response.status_code == 202:
-            break
-        assert response.status_code == 503, response.text
-        assert time.monotonic() < deadline, "the service did not recover by itself"
-        await asyncio.sleep(0.2)
+        assert response.status_code in (202, 503), response.text
+        return response if response.status_code == 202 else None
+
+    response = await eventually(recovered, 15, 0.2, "the service recovering by itself")
     assert response.json()["jobs"][0]["deduplicated"] is True, "the job enqueued before survived"
     assert (await service.anon.get("/readyz")).status_code == 200
     assert logs.errors() == []
