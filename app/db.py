@@ -1,5 +1,18 @@
 """Database access: an asyncpg pool for the queue's hot statements, a SQLAlchemy engine for
-the rest, how an outage is recognised, and the embedded default."""
+the rest, how an outage is recognised, and the embedded default.
+
+The one rule for SQL:
+
+- The queue (`app.queue`) runs its statements on asyncpg, each a named block of
+  `app/queue/queries.sql`: few, hot, hand-tuned statements that know only the jobs tables.
+- The domain (`app.handlers`, `app.api`) writes SQLAlchemy Core against the table handles of
+  `app.models` (`clients`, `leads`, `messages`, `followups`, ...). Those tables are declared once
+  and held to the migrations by `alembic check`, so a misspelt column fails where the query is
+  built rather than in the database; Core composes (optional filters, upserts over a field list)
+  without building SQL from strings; and most domain code already reads and writes this way.
+  A statement Core cannot say plainly is `text()` with named parameters, beside its one use.
+  A domain write that must commit with an enqueue passes `driver_connection(conn)` to it.
+"""
 
 from __future__ import annotations
 

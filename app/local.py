@@ -25,11 +25,10 @@ import uvicorn
 from sqlalchemy.dialects.postgresql import insert
 
 from app.db import make_engine, start_embedded
-from app.handlers.store import leads
 from app.localcron import play_all
 from app.main import create_app
 from app.migrations import upgrade_to_head
-from app.models import Client
+from app.models import clients, leads
 from app.sandbox import create_sandbox_app
 from app.settings import Settings, load_settings
 from app.telemetry import configure_logging
@@ -53,7 +52,6 @@ DEMO_LEADS = [
 async def seed_demo(url: str) -> None:
     """A demo client and leads whose sandbox histories are ready to sync (idempotent)."""
     engine = make_engine(url, pool_size=1, max_overflow=0)
-    clients = Client.__table__  # type: ignore[attr-defined]
     try:
         async with engine.begin() as conn:
             await conn.execute(insert(clients).values(DEMO_CLIENT).on_conflict_do_nothing())

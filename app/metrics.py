@@ -1,13 +1,15 @@
 """Prometheus metrics: what the queue is doing, by job type, never by anything about a lead.
 
 Counters and histograms live in this process (an API process and a worker each export their
-own); the queue's depth and the oldest due job's age are read from Postgres at scrape time, so
-every process reports the same, whole queue.
+own); the queue's depth and the oldest due job's age are read from Postgres at scrape time (by
+the route, with the queue's own statements), so every process reports the same, whole queue.
 """
 
 from __future__ import annotations
 
-import asyncpg
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry()
@@ -61,25 +63,16 @@ OLDEST_DUE_AGE = Gauge(
     registry=REGISTRY,
 )
 
-QUEUE_STATE = """
-SELECT status, type, count(*) AS jobs FROM jobs GROUP BY status, type
-"""
-# The due index keeps this to one row read.
-OLDEST_DUE = """
-SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)
-FROM jobs WHERE status = 'pending' AND run_at <= now()
-"""
-
 
 def status_class(status: int) -> str:
     return f"{status // 100}xx"
 
 
-async def render(conn: asyncpg.Connection) -> bytes:
-    """The exposition text, with the queue's state read now."""
-    rows = await conn.fetch(QUEUE_STATE)
+def render(counts: Iterable[Mapping[str, Any]], oldest_due_age_s: float) -> bytes:
+    """The exposition text, with the queue's state as just read
+    (`app.queue.control.queue_state`: rows of status, type and count)."""
     QUEUE_DEPTH.clear()
-    for row in rows:
-        QUEUE_DEPTH.labels(row["status"], row["type"]).set(row["jobs"])
-    OLDEST_DUE_AGE.set(float(await conn.fetchval(OLDEST_DUE)))
+    for row in counts:
+        QUEUE_DEPTH.labels(row["status"], row["type"]).set(row["count"])
+    OLDEST_DUE_AGE.set(oldest_due_age_s)
     return generate_latest(REGISTRY)

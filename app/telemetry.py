@@ -35,7 +35,7 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 # to its job and lead: a job id passes nine digits at its 100 millionth job, a lead id may carry
 # a date and a number. Ids hold only A-Za-z0-9_.:- (no address fits); the README asks callers
 # not to use phone numbers as lead ids. Emails and secrets are still masked in them.
-ID_FIELDS = frozenset({"job_id", "lead_id", "client_id", "invocation_id", "owner"})
+ID_FIELDS = frozenset({"job_id", "lead_id", "client_id", "invocation_id"})
 # A logged string is cut here, after scrubbing: a log line stays a line.
 MAX_FIELD_CHARS = 2_000
 # Every form of every registered secret, longest first so a form containing another is

@@ -14,62 +14,45 @@ import signal
 import uuid
 
 import asyncpg
-import httpx
 
-import app.handlers  # noqa: F401  (registers every job handler)
 from app.db import Database, asyncpg_dsn
-from app.handlers import Providers
-from app.queue import Runner
-from app.queue.notify import Notifier
 from app.queue.retention import schedule_pruning
 from app.queue.worker import Worker
+from app.runtime import open_runtime
 from app.settings import Settings, load_settings
-from app.telemetry import configure_logging, log_context, register_secrets
+from app.telemetry import configure_logging, log_context
 
 PRUNE_EVERY_S = 600
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Run one worker until `stop` is set."""
-    if not settings.database_url:
-        raise SystemExit("handoff: DATABASE_URL is not set")
-    register_secrets(settings)
     invocation_id = f"worker-{uuid.uuid4().hex[:12]}"
     # Every line this worker logs, its notifier's and pruning's included, names it.
     log_context(invocation_id=invocation_id)
-    if settings.listens_through_pooler:
-        # A transaction-mode pooler runs LISTEN on whichever server connection that statement
-        # gets and passes no notification on, so this worker does not LISTEN at all: it polls.
-        logging.getLogger("handoff.worker").warning(
-            "DATABASE_URL goes through a transaction-mode pooler, where LISTEN receives no "
-            "notifications, and DATABASE_DIRECT_URL is unset: this worker finds new jobs only "
-            "by polling every %s s; set DATABASE_DIRECT_URL to the database's direct address",
-            settings.worker_poll_interval_s,
+    async with open_runtime(settings) as runtime:
+        if settings.listens_through_pooler:
+            # A transaction-mode pooler runs LISTEN on whichever server connection that
+            # statement gets and passes no notification on, so this worker does not LISTEN at
+            # all: it polls.
+            logging.getLogger("handoff.worker").warning(
+                "DATABASE_URL goes through a transaction-mode pooler, where LISTEN receives no "
+                "notifications, and DATABASE_DIRECT_URL is unset: this worker finds new jobs "
+                "only by polling every %s s; set DATABASE_DIRECT_URL to the database's direct "
+                "address",
+                settings.worker_poll_interval_s,
+            )
+        direct = asyncpg_dsn(settings.direct_url or settings.database_url)
+        listen = lambda: asyncpg.connect(direct, timeout=5)  # noqa: E731
+        worker = Worker(
+            runtime.runner(invocation_id),
+            None if settings.listens_through_pooler else listen,
+            poll_interval_s=settings.worker_poll_interval_s,
+            grace_s=settings.worker_grace_s,
         )
-    db = await Database.open(settings.database_url, pooled=settings.pooled)
-    direct = asyncpg_dsn(settings.direct_url or settings.database_url)
-    try:
-        async with httpx.AsyncClient(timeout=settings.provider_timeout_s) as http, Notifier(db):
-            runner = Runner(
-                db,
-                deps=Providers.from_settings(settings, http),
-                concurrency=settings.runner_concurrency,
-                job_timeout_s=settings.job_timeout_s,
-                lease_s=settings.lease_s,
-                invocation_id=invocation_id,
-            )
-            listen = lambda: asyncpg.connect(direct, timeout=5)  # noqa: E731
-            worker = Worker(
-                runner,
-                None if settings.listens_through_pooler else listen,
-                poll_interval_s=settings.worker_poll_interval_s,
-                grace_s=settings.worker_grace_s,
-            )
-            pruning = asyncio.create_task(keep_pruning(db, settings, stop))
-            await worker.run(stop)
-            await pruning
-    finally:
-        await db.close()
+        pruning = asyncio.create_task(keep_pruning(runtime.db, settings, stop))
+        await worker.run(stop)
+        await pruning
 
 
 async def keep_pruning(db: Database, settings: Settings, stop: asyncio.Event) -> None:

@@ -105,19 +105,19 @@ async def budget_fidelity_measure(setup: BudgetSetup, cfg: Settings) -> Fidelity
                 # at once, some sleep 0.1-12 s (often past what is left), a few never end.
                 async with db.acquire() as conn:
                     await enqueue_many(
-                        conn, "fast", [JobSpec(f"{i}-{n}") for n in range(40)], jobs=jobs
+                        conn, "fast", [JobSpec(f"{i}-{n}") for n in range(40)], registry=jobs
                     )
                     specs = [
                         JobSpec(f"{i}-{n}", payload={"s": round(rng.uniform(0.1, 12), 2)})
                         for n in range(8)
                     ]
-                    await enqueue_many(conn, "sleepy", specs, jobs=jobs)
+                    await enqueue_many(conn, "sleepy", specs, registry=jobs)
                     await enqueue_many(
-                        conn, "hang", [JobSpec(f"{i}-{n}") for n in range(4)], jobs=jobs
+                        conn, "hang", [JobSpec(f"{i}-{n}") for n in range(4)], registry=jobs
                     )
                 runner = Runner(
                     db,
-                    jobs=jobs,
+                    registry=jobs,
                     concurrency=RUNNER_CONCURRENCY,
                     job_timeout_s=JOB_TIMEOUT_S,
                     lease_s=LEASE_S,
@@ -233,12 +233,12 @@ async def budget_utilization_measure(setup: BudgetSetup, cfg: Settings) -> Utili
             async with db.acquire() as conn:
                 await conn.execute("TRUNCATE jobs")
                 specs = [JobSpec(f"{r}-{n}") for n in range(depth)]
-                await enqueue_many(conn, "second", specs, jobs=jobs)
+                await enqueue_many(conn, "second", specs, registry=jobs)
                 await conn.execute("ANALYZE jobs")
             spent[0] = 0.0
             runner = Runner(
                 db,
-                jobs=jobs,
+                registry=jobs,
                 concurrency=RUNNER_CONCURRENCY,
                 job_timeout_s=JOB_TIMEOUT_S,
                 lease_s=LEASE_S,

@@ -93,7 +93,7 @@ async def fill_handoff(url: str, count: int, type: str = "noop", tag: str = "j")
     try:
         for start in range(0, count, 1000):
             specs = [JobSpec(f"{tag}{n}") for n in range(start, min(count, start + 1000))]
-            await enqueue_many(conn, type, specs, jobs=jobs)
+            await enqueue_many(conn, type, specs, registry=jobs)
         await conn.execute("ANALYZE jobs")
     finally:
         await conn.close()
@@ -151,7 +151,7 @@ class Drains:
         db = await open_handoff(self.handoff_url, POOL_SIZE)
         runner = Runner(
             db,
-            jobs=jobs,
+            registry=jobs,
             concurrency=CONCURRENCY,
             job_timeout_s=JOB_TIMEOUT_S,
             lease_s=LEASE_S,
@@ -465,7 +465,7 @@ async def claim_vs_table_size_measure(urls: dict[str, str], cfg: Settings) -> Ta
                     try:
                         runner = Runner(
                             db,
-                            jobs=jobs,
+                            registry=jobs,
                             concurrency=CONCURRENCY,
                             job_timeout_s=JOB_TIMEOUT_S,
                             lease_s=LEASE_S,

@@ -131,7 +131,7 @@ class Systems:
             def op(tag: str) -> Any:
                 async def call(w: int, i: int) -> None:
                     async with db.acquire() as conn:
-                        await enqueue(conn, "noop", f"{tag}-{w}-{i}", jobs=self.jobs)
+                        await enqueue(conn, "noop", f"{tag}-{w}-{i}", registry=self.jobs)
 
                 return call
 
@@ -163,7 +163,7 @@ class Systems:
             async def submit(i: int) -> None:
                 specs = [JobSpec(k) for k in keys(i)]
                 async with db.acquire() as conn:
-                    await enqueue_many(conn, "noop_active", specs, jobs=self.jobs)
+                    await enqueue_many(conn, "noop_active", specs, registry=self.jobs)
 
             close = db.close
         elif system == STATEMENT_ALONE:
@@ -384,7 +384,7 @@ async def enqueue_with_listeners_measure(systems: Systems, cfg: Settings) -> Lis
         def op(tag: str) -> Any:
             async def call(w: int, i: int) -> None:
                 async with db.acquire() as conn:
-                    await enqueue(conn, "noop", f"{tag}-{w}-{i}", jobs=systems.jobs)
+                    await enqueue(conn, "noop", f"{tag}-{w}-{i}", registry=systems.jobs)
 
             return call
 

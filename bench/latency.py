@@ -93,7 +93,7 @@ async def run_handoff(url: str, samples: int, rng: random.Random, tag: str) -> l
     db = await open_handoff(url, 10)
     stop = asyncio.Event()
     runner = Runner(
-        db, jobs=jobs, concurrency=CONCURRENCY, job_timeout_s=JOB_TIMEOUT_S, lease_s=LEASE_S
+        db, registry=jobs, concurrency=CONCURRENCY, job_timeout_s=JOB_TIMEOUT_S, lease_s=LEASE_S
     )
     dsn = asyncpg_dsn(url)
     worker = Worker(
@@ -105,7 +105,7 @@ async def run_handoff(url: str, samples: int, rng: random.Random, tag: str) -> l
 
     async def put(key: str) -> None:
         async with db.acquire() as conn:
-            await enqueue(conn, "ping", key, payload={"k": key}, jobs=jobs)
+            await enqueue(conn, "ping", key, payload={"k": key}, registry=jobs)
 
     try:
         async with Notifier(db):

@@ -299,3 +299,35 @@ async def assert_enqueued(conn: Any, type: str, *, count: int = 1, **fields: Any
     rows = await conn.fetch(query, type, *fields.values())
     assert len(rows) == count, f"{len(rows)} {type} jobs with {fields}, not {count}"
     return rows
+
+
+async def run_job(
+    database_url: str,
+    type: str,
+    key: str = "job",
+    *,
+    deps: Any = None,
+    registry: Any = None,
+    **enqueue_kw: Any,
+) -> Any:
+    """Enqueue one job and attempt it once with a real Runner, without an HTTP server; its row
+    afterwards. The database must hold no other due job (each test has its own database)."""
+    from app.db import Database
+    from app.queue import Runner, enqueue
+    from app.queue import registry as default_registry
+
+    registry = registry or default_registry
+    db = await Database.open(database_url, pool_size=2)
+    try:
+        async with db.acquire() as conn:
+            job = await enqueue(conn, type, key, registry=registry, **enqueue_kw)
+        runner = Runner(
+            db, concurrency=1, job_timeout_s=30, lease_s=60, deps=deps, registry=registry
+        )
+        [claimed] = await runner.claim(1)
+        assert str(claimed.id) == job.id, "another job was due"
+        await runner.attempt(claimed)
+        async with db.acquire() as conn:
+            return await conn.fetchrow("SELECT * FROM jobs WHERE id = $1", claimed.id)
+    finally:
+        await db.close()

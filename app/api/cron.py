@@ -8,9 +8,8 @@ from fastapi import Query, Request
 
 from app.api.deps import DbDep, SettingsDep, cron_router, error
 from app.db import Database
-from app.handlers.ticks import slot_key
-from app.models import EnqueuedResponse, RunnerSummary
-from app.queue import Runner, enqueue
+from app.models import EnqueuedResponse, RunnerSummary, slot_key
+from app.queue import enqueue
 from app.queue.retention import schedule_pruning
 
 router = cron_router(prefix="/api/cron", tags=["cron"])
@@ -62,12 +61,5 @@ async def background_jobs(
         await schedule_pruning(
             conn, settings.job_retention_days, settings.failed_job_retention_days
         )
-    runner = Runner(
-        db,
-        deps=request.app.state.providers,
-        concurrency=settings.runner_concurrency,
-        job_timeout_s=settings.job_timeout_s,
-        lease_s=settings.lease_s,
-    )
-    summary = await runner.drain(budget)
+    summary = await request.app.state.runtime.runner().drain(budget)
     return RunnerSummary(**summary.as_dict())

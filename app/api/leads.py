@@ -10,9 +10,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from app.api.deps import BODY_ERRORS, EngineDep, Responses, api_router, error
 from app.api.errors import ApiError
-from app.handlers.store import leads, messages
 from app.models import (
-    Client,
     ClientIn,
     ClientList,
     ClientOut,
@@ -22,13 +20,15 @@ from app.models import (
     MessageList,
     MessageOut,
     UpsertedResponse,
+    clients,
+    leads,
+    messages,
 )
 
 router = api_router(prefix="/api", tags=["leads"])
 
 INVALID: Responses = {422: error("A parameter is invalid.")}
 ONE_LEAD: Responses = {**INVALID, 404: error("No lead with this id (`unknown_lead`).")}
-clients = Client.__table__  # type: ignore[attr-defined]
 LEAD_FIELDS = ("name", "email", "phone", "sms_contact_id", "email_lead_id")
 # A messages answer holds at most this much message text (each text is at most 64 KiB).
 MAX_MESSAGES_BYTES = 4 * 1024 * 1024

@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import DbDep, api_router
 from app.metrics import render
+from app.queue.control import queue_state
 
 router = api_router(tags=["metrics"])
 
@@ -30,5 +31,5 @@ router = api_router(tags=["metrics"])
 async def metrics(db: DbDep) -> Response:
     """Queue, runner, webhook and provider metrics in Prometheus text format."""
     async with db.acquire() as conn:
-        body = await render(conn)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+        state = await queue_state(conn)
+    return Response(render(state.counts, state.oldest_due_age_s), media_type=CONTENT_TYPE_LATEST)

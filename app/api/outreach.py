@@ -6,7 +6,7 @@ import secrets
 from datetime import timedelta
 
 from fastapi import Response
-from sqlalchemy import text
+from sqlalchemy import insert, literal, select, text
 
 from app.api.deps import BODY_ERRORS, EngineDep, api_router, error
 from app.api.errors import ApiError
@@ -17,28 +17,16 @@ from app.models import (
     FollowupStepOut,
     ReactivationIn,
     ReactivationOut,
+    clients,
+    followup_steps,
+    followups,
+    leads,
+    reactivations,
 )
 
 router = api_router(prefix="/api", tags=["outreach"])
 
-CREATE_FOLLOWUP = text(
-    "INSERT INTO followups (id, lead_id) SELECT :id, id FROM leads WHERE id = :lead_id"
-    " RETURNING created_at"
-)
-CREATE_STEPS = text(
-    """
-    INSERT INTO followup_steps (followup_id, index, after_s, channel, text, subject, due_at)
-    VALUES (:followup_id, :index, :after_s, :channel, :text, :subject, :due_at)
-    """
-)
-READ_FOLLOWUP = text(
-    """
-    SELECT f.id, f.lead_id, f.created_at, s.index, s.after_s, s.channel, s.due_at, s.state,
-           s.provider_message_id
-    FROM followups AS f JOIN followup_steps AS s ON s.followup_id = f.id
-    WHERE f.id = :id ORDER BY s.index
-    """
-)
+# Kept as text: the row comparison and xmax say plainly here what Core would not.
 # Created (xmax = 0), updated, or neither when nothing changed (then no row comes back).
 # A campaign id stays with its client: the WHERE refuses to move it to another.
 UPSERT_REACTIVATION = text(
@@ -55,7 +43,6 @@ UPSERT_REACTIVATION = text(
     RETURNING (xmax = 0) AS created
     """
 )
-READ_REACTIVATION = text("SELECT * FROM reactivations WHERE id = :id")
 
 
 @router.post(
@@ -72,13 +59,19 @@ async def create_followup(body: FollowupIn, engine: EngineDep) -> CreatedRespons
     """Start a follow-up sequence: step n is due after_s seconds from now."""
     followup_id = f"fu_{secrets.token_hex(10)}"
     async with engine.begin() as conn:
+        # Inserted only if the lead exists: no row back means an unknown lead.
         created_at = await conn.scalar(
-            CREATE_FOLLOWUP, {"id": followup_id, "lead_id": body.lead_id}
+            insert(followups)
+            .from_select(
+                ["id", "lead_id"],
+                select(literal(followup_id), leads.c.id).where(leads.c.id == body.lead_id),
+            )
+            .returning(followups.c.created_at)
         )
         if created_at is None:
             raise ApiError(404, "unknown_lead", "No lead with this id.")
         await conn.execute(
-            CREATE_STEPS,
+            insert(followup_steps),
             [
                 {
                     "followup_id": followup_id,
@@ -102,8 +95,26 @@ async def create_followup(body: FollowupIn, engine: EngineDep) -> CreatedRespons
 )
 async def followup(followup_id: str, engine: EngineDep) -> FollowupOut:
     """A sequence and the state of each of its steps."""
+    step = followup_steps
     async with engine.connect() as conn:
-        rows = (await conn.execute(READ_FOLLOWUP, {"id": followup_id})).all()
+        rows = (
+            await conn.execute(
+                select(
+                    followups.c.id,
+                    followups.c.lead_id,
+                    followups.c.created_at,
+                    step.c.index,
+                    step.c.after_s,
+                    step.c.channel,
+                    step.c.due_at,
+                    step.c.state,
+                    step.c.provider_message_id,
+                )
+                .join_from(followups, step, step.c.followup_id == followups.c.id)
+                .where(followups.c.id == followup_id)
+                .order_by(step.c.index)
+            )
+        ).all()
     if not rows:
         raise ApiError(404, "unknown_followup", "No follow-up sequence with this id.")
     first = rows[0]
@@ -127,13 +138,12 @@ async def upsert_reactivation(
 ) -> ReactivationOut:
     """Create (201) or update (200) a campaign; each inactive lead gets its text once."""
     async with engine.begin() as conn:
-        if (
-            await conn.scalar(text("SELECT 1 FROM clients WHERE id = :id"), {"id": body.client_id})
-            is None
-        ):
+        if await conn.scalar(select(clients.c.id).where(clients.c.id == body.client_id)) is None:
             raise ApiError(404, "unknown_client", "No client with this id.")
         created = await conn.scalar(UPSERT_REACTIVATION, body.model_dump())
-        row = (await conn.execute(READ_REACTIVATION, {"id": body.id})).first()
+        row = (
+            await conn.execute(select(reactivations).where(reactivations.c.id == body.id))
+        ).first()
     if row.client_id != body.client_id:
         raise ApiError(
             409, "reactivation_of_other_client", "This campaign id belongs to another client."

@@ -6,8 +6,7 @@ from fastapi import Response
 
 from app.api.deps import BODY_ERRORS, DbDep, api_router, error
 from app.api.errors import ApiError
-from app.handlers.sync import channels_of
-from app.models import CHANNELS, JobRef, SyncRequest, SyncResponse
+from app.models import CHANNELS, JobRef, SyncRequest, SyncResponse, channels_of
 from app.queue import JobSpec, enqueue, enqueue_many
 
 router = api_router(tags=["sync"])

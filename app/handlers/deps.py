@@ -11,6 +11,7 @@ import httpx
 
 from app.providers import AiClient, EmailClient, Permanent, ProviderError, RateLimited, SmsClient
 from app.queue import Discard, JobContext, RetryLater
+from app.queue.registry import DedupeScope, Handler, HandlerFn, Registry, registry
 from app.settings import Settings
 
 T = TypeVar("T")
@@ -50,6 +51,29 @@ def require(client: T | None, name: str) -> T:
     if client is None:
         raise Discard(f"the {name} provider is not configured")
     return client
+
+
+def job_handler(
+    type: str,
+    *,
+    dedupe: DedupeScope,
+    max_attempts: int = 5,
+    timeout_s: float | None = None,
+    registry: Registry = registry,
+) -> Callable[[HandlerFn], HandlerFn]:
+    """Register a job handler with provider failures mapped onto the retry policy.
+
+    Every handler goes through here, so none can forget the mapping: without it a 429 would
+    be a plain failure (its Retry-After ignored) and a permanent 4xx retried to the last
+    attempt.
+    """
+
+    def decorate(fn: HandlerFn) -> HandlerFn:
+        mapped = provider_errors(fn)
+        registry.register(Handler(type, mapped, dedupe, max_attempts, timeout_s))
+        return mapped
+
+    return decorate
 
 
 def provider_errors(

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Select, text
 
 from app.db import driver_connection
-from app.handlers.deps import provider_errors
-from app.handlers.outreach import Outreach, deliver
-from app.handlers.ticks import TICK_BATCH, hand_over, short_of_time, slot_end
-from app.queue import JobContext, JobSpec, enqueue_many, handler
+from app.handlers.deps import job_handler
+from app.handlers.outreach import Outreach, deliver, select_send
+from app.handlers.ticks import hand_over, slot_end
+from app.handlers.timebox import BATCH, TimeBox
+from app.models import followup_steps, followups, leads
+from app.queue import JobContext, JobSpec, enqueue_many
 
 # Take the next due steps nobody has enqueued yet and mark them, in one statement; SKIP LOCKED
 # lets two ticks of overlapping slots share the work instead of waiting on each other.
@@ -29,38 +31,33 @@ CLAIM_DUE_STEPS = text(
     """
 )
 
-STEP = Outreach(
-    load="""
-    SELECT s.state, s.channel, s.text, s.subject, l.id AS lead_id, l.sms_contact_id,
-           l.email_lead_id,
-           EXISTS (SELECT 1 FROM messages AS m
-                   WHERE m.lead_id = l.id AND m.direction = 'inbound'
-                     AND m.sent_at > f.created_at) AS replied
-    FROM followup_steps AS s
-    JOIN followups AS f ON f.id = s.followup_id
-    JOIN leads AS l ON l.id = f.lead_id
-    WHERE s.followup_id = $1 AND s.index = $2
-    """,
-    set_state="""
-    UPDATE followup_steps
-    SET state = $3, provider_message_id = $4, sent_at = CASE WHEN $3 = 'sent' THEN now() END
-    WHERE followup_id = $1 AND index = $2 AND state = 'scheduled'
-    """,
-)
+
+def load_step(followup_id: str, index: int) -> Select[Any]:
+    """A step, its lead, and whether the lead replied since the sequence began."""
+    step = followup_steps
+    return (
+        select_send(step, followups.c.created_at)
+        .select_from(
+            step.join(followups, followups.c.id == step.c.followup_id).join(
+                leads, leads.c.id == followups.c.lead_id
+            )
+        )
+        .where(step.c.followup_id == followup_id, step.c.index == index)
+    )
 
 
-@handler("followups_tick", dedupe="forever")
+STEP = Outreach(followup_steps, ("followup_id", "index"), load_step)
+
+
+@job_handler("followups_tick", dedupe="forever")
 async def followups_tick(ctx: JobContext) -> None:
     """Enqueue one followup_send per step due before this slot ends, at its due time."""
     until = slot_end(ctx, 1)
-    clock = asyncio.get_running_loop().time
-    slowest = 0.0
+    box = TimeBox(ctx)
     while True:
-        started = clock()
+        box.start()
         async with ctx.engine.begin() as conn:
-            steps = (
-                await conn.execute(CLAIM_DUE_STEPS, {"until": until, "limit": TICK_BATCH})
-            ).all()
+            steps = (await conn.execute(CLAIM_DUE_STEPS, {"until": until, "limit": BATCH})).all()
             specs = [
                 JobSpec(
                     f"{s.followup_id}:{s.index}",
@@ -71,16 +68,14 @@ async def followups_tick(ctx: JobContext) -> None:
                 for s in steps
             ]
             await enqueue_many(await driver_connection(conn), "followup_send", specs)
-            if len(steps) < TICK_BATCH:
+            if len(steps) < BATCH:
                 return
-            slowest = max(slowest, clock() - started)
-            if short_of_time(ctx, slowest):
+            if box.out_of_time():
                 await hand_over(ctx, conn)
                 return
 
 
-@handler("followup_send", dedupe="forever")
-@provider_errors
+@job_handler("followup_send", dedupe="forever")
 async def followup_send(ctx: JobContext) -> None:
     """Send one step, unless it was sent, stopped, or the lead replied since the sequence began."""
     await deliver(ctx, STEP, ctx.job.payload["followup_id"], ctx.job.payload["index"])

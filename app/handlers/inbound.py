@@ -11,11 +11,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import driver_connection
-from app.handlers.store import StoredMessage, leads, store_messages
-from app.models import Client
-from app.queue import Discard, JobContext, enqueue, handler
-
-clients = Client.__table__  # type: ignore[attr-defined]
+from app.handlers.deps import job_handler
+from app.handlers.store import StoredMessage, store_messages
+from app.models import clients, leads
+from app.queue import Discard, JobContext, enqueue
 
 
 def lead_id_for(client_id: str, address: str) -> str:
@@ -67,7 +66,7 @@ async def find_or_create_lead(
     return new_id
 
 
-@handler("email_inbound", dedupe="forever")
+@job_handler("email_inbound", dedupe="forever")
 async def email_inbound(ctx: JobContext) -> None:
     """Store the message on its lead (creating the lead if new), then enqueue its scoring."""
     data = ctx.job.payload

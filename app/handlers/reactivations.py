@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, Select, select, text
 
 from app.db import driver_connection
-from app.handlers.deps import provider_errors
-from app.handlers.outreach import Outreach, deliver
-from app.handlers.ticks import TICK_BATCH, hand_over, short_of_time
-from app.queue import JobContext, JobSpec, enqueue_many, handler
+from app.handlers.deps import job_handler
+from app.handlers.outreach import Outreach, deliver, select_send
+from app.handlers.ticks import hand_over
+from app.handlers.timebox import BATCH, TimeBox
+from app.models import leads, reactivation_enrollments, reactivations
+from app.queue import JobContext, JobSpec, enqueue_many
 
 log = logging.getLogger("handoff.reactivations")
 
-CAMPAIGNS = text(
-    "SELECT id, client_id, inactive_days, channel, text, subject FROM reactivations ORDER BY id"
-)
+CAMPAIGNS = select(
+    reactivations.c.id,
+    reactivations.c.client_id,
+    reactivations.c.inactive_days,
+    reactivations.c.channel,
+    reactivations.c.text,
+    reactivations.c.subject,
+).order_by(reactivations.c.id)
 
 # Enroll the next inactive leads of a campaign in one statement: no message either way within
 # inactive_days (or none at all), an identity on the campaign's channel, not enrolled before.
@@ -50,80 +57,78 @@ NO_IDENTITY = text(
     """
 )
 
-ENROLLMENT = Outreach(
-    load="""
-    SELECT e.state, e.channel, e.text, e.subject, l.id AS lead_id, l.sms_contact_id,
-           l.email_lead_id,
-           EXISTS (SELECT 1 FROM messages AS m
-                   WHERE m.lead_id = l.id AND m.direction = 'inbound'
-                     AND m.sent_at > e.created_at) AS replied
-    FROM reactivation_enrollments AS e JOIN leads AS l ON l.id = e.lead_id
-    WHERE e.reactivation_id = $1 AND e.lead_id = $2
-    """,
-    set_state="""
-    UPDATE reactivation_enrollments
-    SET state = $3, provider_message_id = $4, sent_at = CASE WHEN $3 = 'sent' THEN now() END
-    WHERE reactivation_id = $1 AND lead_id = $2 AND state = 'scheduled'
-    """,
-)
+
+def load_enrollment(reactivation_id: str, lead_id: str) -> Select[Any]:
+    """An enrollment, its lead, and whether the lead wrote since it was enrolled."""
+    enrollment = reactivation_enrollments
+    return (
+        select_send(enrollment, enrollment.c.created_at)
+        .select_from(enrollment.join(leads, leads.c.id == enrollment.c.lead_id))
+        .where(enrollment.c.reactivation_id == reactivation_id, enrollment.c.lead_id == lead_id)
+    )
 
 
-@handler("reactivations_tick", dedupe="forever")
+ENROLLMENT = Outreach(reactivation_enrollments, ("reactivation_id", "lead_id"), load_enrollment)
+
+
+@job_handler("reactivations_tick", dedupe="forever")
 async def reactivations_tick(ctx: JobContext) -> None:
     """Enroll every campaign's inactive leads and enqueue one reactivation_send for each."""
-    clock = asyncio.get_running_loop().time
-    slowest = 0.0
+    box = TimeBox(ctx)
     async with ctx.engine.connect() as conn:
         campaigns = (await conn.execute(CAMPAIGNS)).all()
     for campaign in campaigns:
-        params = {
-            "campaign": campaign.id,
-            "client_id": campaign.client_id,
-            "channel": campaign.channel,
-            "inactive_days": campaign.inactive_days,
-            "text": campaign.text,
-            "subject": campaign.subject,
-        }
-        enrolled = 0
-        while True:
-            started = clock()
-            async with ctx.engine.begin() as conn:
-                leads = (
-                    (await conn.execute(ENROLL, {**params, "limit": TICK_BATCH})).scalars().all()
+        if not await enroll_campaign(ctx, campaign, box):
+            return
+
+
+async def enroll_campaign(ctx: JobContext, campaign: Row[Any], box: TimeBox) -> bool:
+    """Enroll one campaign's inactive leads in batches; False when it handed over to the next
+    part of the tick (the enrollments so far are committed; the next part finds the rest)."""
+    params = {
+        "campaign": campaign.id,
+        "client_id": campaign.client_id,
+        "channel": campaign.channel,
+        "inactive_days": campaign.inactive_days,
+        "text": campaign.text,
+        "subject": campaign.subject,
+    }
+    enrolled = 0
+    while True:
+        box.start()
+        async with ctx.engine.begin() as conn:
+            lead_ids = (await conn.execute(ENROLL, {**params, "limit": BATCH})).scalars().all()
+            specs = [
+                JobSpec(
+                    f"{campaign.id}:{lead_id}",
+                    campaign.client_id,
+                    lead_id,
+                    {"reactivation_id": campaign.id},
                 )
-                specs = [
-                    JobSpec(
-                        f"{campaign.id}:{lead_id}",
-                        campaign.client_id,
-                        lead_id,
-                        {"reactivation_id": campaign.id},
-                    )
-                    for lead_id in leads
-                ]
-                await enqueue_many(await driver_connection(conn), "reactivation_send", specs)
-                enrolled += len(leads)
-                slowest = max(slowest, clock() - started)
-                if len(leads) == TICK_BATCH and short_of_time(ctx, slowest):
-                    # Enrollments so far are committed; the next part finds the rest.
-                    await hand_over(ctx, conn)
-                    return
-            if len(leads) < TICK_BATCH:
-                break
-        async with ctx.engine.connect() as conn:
-            skipped = await conn.scalar(NO_IDENTITY, params)
-        log.info(
-            "reactivation campaign enrolled",
-            extra={
-                "reactivation_id": campaign.id,
-                "enrolled": enrolled,
-                "skipped_no_identity": skipped,
-                "job_id": str(ctx.job.id),
-            },
-        )
+                for lead_id in lead_ids
+            ]
+            await enqueue_many(await driver_connection(conn), "reactivation_send", specs)
+            enrolled += len(lead_ids)
+            if box.out_of_time() and len(lead_ids) == BATCH:
+                await hand_over(ctx, conn)
+                return False
+        if len(lead_ids) < BATCH:
+            break
+    async with ctx.engine.connect() as conn:
+        skipped = await conn.scalar(NO_IDENTITY, params)
+    log.info(
+        "reactivation campaign enrolled",
+        extra={
+            "reactivation_id": campaign.id,
+            "enrolled": enrolled,
+            "skipped_no_identity": skipped,
+            "job_id": str(ctx.job.id),
+        },
+    )
+    return True
 
 
-@handler("reactivation_send", dedupe="forever")
-@provider_errors
+@job_handler("reactivation_send", dedupe="forever")
 async def reactivation_send(ctx: JobContext) -> None:
     """Send the campaign's text once, unless the lead came back on its own since enrolling."""
     await deliver(ctx, ENROLLMENT, ctx.job.payload["reactivation_id"], ctx.job.lead_id)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import func, update
 
-from app.handlers.deps import provider_errors, providers, require
-from app.handlers.store import get_lead, leads, recent_messages
-from app.queue import Discard, JobContext, handler
+from app.handlers.deps import job_handler, providers, require
+from app.handlers.store import get_lead, recent_messages
+from app.models import leads
+from app.queue import Discard, JobContext
 
 SYSTEM_PROMPT = (
     "You score sales leads from their recent conversation with us. Answer with a JSON object "
@@ -45,8 +46,7 @@ def transcript(rows) -> str:
     return "\n".join(reversed(lines))
 
 
-@handler("lead_scoring", dedupe="forever", max_attempts=5)
-@provider_errors
+@job_handler("lead_scoring", dedupe="forever", max_attempts=5)
 async def lead_scoring(ctx: JobContext) -> None:
     """Score the lead from its latest messages and store score and reason."""
     ai = require(providers(ctx).ai, "ai")

@@ -12,12 +12,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics import MESSAGES_CUT
-from app.models import Lead, Message
+from app.models import leads, messages
 from app.storable import clip_utf8
-
-leads = Lead.__table__  # type: ignore[attr-defined]
-messages = Message.__table__  # type: ignore[attr-defined]
-
 
 # A message's text is stored up to this many bytes of UTF-8; longer text is cut and marked.
 MAX_TEXT_BYTES = 64 * 1024

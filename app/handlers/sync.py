@@ -2,39 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
 
 from app.db import driver_connection
-from app.handlers.deps import provider_errors, providers, require
-from app.handlers.store import StoredMessage, get_lead, leads, store_messages
-from app.models import CHANNELS
+from app.handlers.deps import job_handler, providers, require
+from app.handlers.store import StoredMessage, get_lead, store_messages
+from app.handlers.timebox import BATCH, TimeBox
+from app.models import CHANNELS, channels_of, identity, leads
 from app.providers import MalformedResponse
-from app.queue import Discard, JobContext, JobSpec, enqueue, enqueue_many, handler
+from app.queue import Discard, JobContext, JobSpec, enqueue, enqueue_many
 
 # Guards against a provider whose cursor never ends.
 MAX_PAGES = 10_000
-# Leads fanned out per statement by sync_all.
-FANOUT_BATCH = 1_000
-# sync_all hands over to a follow-on job when less than this, plus twice its slowest batch so
-# far, is left of its attempt.
-FANOUT_RESERVE_S = 2.0
 
 
-def identity(lead: Mapping[str, Any], channel: str) -> str | None:
-    return lead["sms_contact_id"] if channel == "sms" else lead["email_lead_id"]
-
-
-def channels_of(lead: Mapping[str, Any], wanted: list[str] | None = None) -> list[str]:
-    """The channels, in contract order, that were asked for and the lead has an identity on."""
-    return [c for c in CHANNELS if (wanted is None or c in wanted) and identity(lead, c)]
-
-
-@handler("conversation_sync", dedupe="active")
-@provider_errors
+@job_handler("conversation_sync", dedupe="active")
 async def conversation_sync(ctx: JobContext) -> None:
     """Page through one channel's history and store every message not stored yet."""
     channel = ctx.job.payload.get("channel")
@@ -87,16 +72,15 @@ async def _sync_email(ctx: JobContext, lead: Mapping[str, Any]) -> None:
     raise MalformedResponse("email", f"more than {MAX_PAGES} pages of replies")
 
 
-@handler("sync_all", dedupe="active")
+@job_handler("sync_all", dedupe="active")
 async def sync_all(ctx: JobContext) -> None:
     """Enqueue one conversation_sync per lead and channel, in bulk, resuming from a cursor."""
     client_id = ctx.job.client_id
     wanted: list[str] = ctx.job.payload.get("channels") or list(CHANNELS)
     after: str = ctx.job.payload.get("after") or ""
-    clock = asyncio.get_running_loop().time
-    slowest = 0.0
+    box = TimeBox(ctx)
     while True:
-        batch_started = clock()
+        box.start()
         async with ctx.engine.begin() as conn:
             page = [
                 row._mapping
@@ -104,7 +88,7 @@ async def sync_all(ctx: JobContext) -> None:
                     select(leads.c.id, leads.c.sms_contact_id, leads.c.email_lead_id)
                     .where(leads.c.client_id == client_id, leads.c.id > after)
                     .order_by(leads.c.id)
-                    .limit(FANOUT_BATCH)
+                    .limit(BATCH)
                 )
             ]
             specs = [
@@ -113,11 +97,10 @@ async def sync_all(ctx: JobContext) -> None:
                 for channel in channels_of(lead, wanted)
             ]
             await enqueue_many(await driver_connection(conn), "conversation_sync", specs)
-            if len(page) < FANOUT_BATCH:
+            if len(page) < BATCH:
                 return
             after = page[-1]["id"]
-            slowest = max(slowest, clock() - batch_started)
-            if ctx.time_left() < FANOUT_RESERVE_S + 2 * slowest:
+            if box.out_of_time():
                 # Hand the rest to a follow-on job rather than run past this one's timeout.
                 key = f"{client_id}:{'+'.join(wanted)}:after:{after}"
                 payload = {"channels": wanted, "after": after}

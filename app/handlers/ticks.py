@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import driver_connection
+from app.models import slot_start
 from app.queue import JobContext, enqueue
-
-SLOT_FORMAT = "%Y-%m-%dT%H:%MZ"
-# Rows a tick fans out per statement.
-TICK_BATCH = 1_000
-# A tick hands over to a follow-on tick when less than this, plus twice its slowest batch,
-# is left of its attempt.
-TICK_RESERVE_S = 2.0
-
-
-def slot_key(now: datetime, minutes: int) -> str:
-    """The schedule slot `now` falls in: the UTC minute, floored to a multiple of `minutes`."""
-    floored = now.astimezone(UTC).replace(second=0, microsecond=0)
-    return floored.replace(minute=floored.minute - floored.minute % minutes).strftime(SLOT_FORMAT)
-
-
-def slot_start(key: str) -> datetime:
-    return datetime.strptime(key, SLOT_FORMAT).replace(tzinfo=UTC)
-
-
-def short_of_time(ctx: JobContext, slowest_batch_s: float) -> bool:
-    return ctx.time_left() < TICK_RESERVE_S + 2 * slowest_batch_s
 
 
 async def hand_over(ctx: JobContext, conn: AsyncConnection) -> None:

@@ -1,5 +1,5 @@
-"""Tables (SQLAlchemy Core, on `SQLModel.metadata`, for queries) and the API's request and
-response schemas.
+"""Tables (SQLAlchemy Core, on `SQLModel.metadata`, for queries), the API's request and
+response schemas, and the small domain rules both sides share (channels, schedule slots).
 
 The schema itself is created by Alembic (`alembic/versions`); `tables` mirrors it exactly.
 """
@@ -45,11 +45,10 @@ from app.models.api import (
     Text,
     UpsertedResponse,
 )
+from app.models.channels import channels_of, identity
+from app.models.slots import slot_key, slot_start
 from app.models.tables import (
     Client,
-    Job,
-    Lead,
-    Message,
     clients,
     followup_steps,
     followups,
@@ -77,17 +76,14 @@ __all__ = [
     "FollowupStepOut",
     "Id",
     "InboundEmail",
-    "Job",
     "JobList",
     "JobOut",
     "JobRef",
     "JobStatus",
-    "Lead",
     "LeadIn",
     "LeadList",
     "LeadOut",
     "LeadsIn",
-    "Message",
     "MessageList",
     "MessageOut",
     "QueueCount",
@@ -104,13 +100,17 @@ __all__ = [
     "SyncResponse",
     "Text",
     "UpsertedResponse",
+    "channels_of",
     "clients",
     "followup_steps",
     "followups",
+    "identity",
     "jobs",
     "leads",
     "messages",
     "reactivation_enrollments",
     "reactivations",
     "runner_invocations",
+    "slot_key",
+    "slot_start",
 ]

@@ -245,20 +245,8 @@ runner_invocations = Table(
 )
 
 
-# The names queries have used so far (`Client.__table__` and so on).
+# The one name app/local.py still uses (`Client.__table__`); new code uses `clients`.
 
 
 class Client:
     __table__ = clients
-
-
-class Lead:
-    __table__ = leads
-
-
-class Message:
-    __table__ = messages
-
-
-class Job:
-    __table__ = jobs

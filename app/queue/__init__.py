@@ -1,10 +1,10 @@
 """The queue core: enqueue, claim, run and record jobs. Knows nothing of what jobs do."""
 
-from app.queue import retention  # registers prune_jobs
 from app.queue.enqueue import Enqueued, JobSpec, enqueue, enqueue_many
+from app.queue.job import ClaimedJob, JobContext
 from app.queue.registry import Handler, Registry, handler, registry
 from app.queue.retry import Discard, RetryLater, backoff_s
-from app.queue.runner import ClaimedJob, DrainSummary, JobContext, Runner
+from app.queue.runner import DrainSummary, Runner
 
 __all__ = [
     "ClaimedJob",
@@ -22,5 +22,4 @@ __all__ = [
     "enqueue_many",
     "handler",
     "registry",
-    "retention",
 ]

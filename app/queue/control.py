@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from app.queue.sql import QUERIES
-
-COLUMNS = (
-    "id, type, status, dedupe_key, client_id, lead_id, attempts, max_attempts, run_at, "
-    "created_at, started_at, finished_at, last_error, enqueue_count"
-)
 
 
 class JobNotFound(LookupError):
@@ -44,7 +40,7 @@ async def get_job(conn: asyncpg.Connection, job_id: str) -> dict[str, Any]:
     key = parse_job_id(job_id)
     row = None
     if key is not None:
-        row = await conn.fetchrow(f"SELECT {COLUMNS} FROM jobs WHERE id = $1", key)
+        row = await conn.fetchrow(QUERIES["get_job"], key)
     if row is None:
         raise JobNotFound(job_id)
     return dict(row)
@@ -53,27 +49,32 @@ async def get_job(conn: asyncpg.Connection, job_id: str) -> dict[str, Any]:
 async def list_jobs(
     conn: asyncpg.Connection, *, status: str | None, type: str | None, limit: int
 ) -> list[dict[str, Any]]:
-    # NULL filters match everything; newest first by id (ids only grow).
-    rows = await conn.fetch(
-        f"SELECT {COLUMNS} FROM jobs"
-        " WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR type = $2)"
-        " ORDER BY id DESC LIMIT $3",
-        status,
-        type,
-        limit,
-    )
+    rows = await conn.fetch(QUERIES["list_jobs"], status, type, limit)
     return [dict(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class QueueState:
+    counts: list[dict[str, Any]]  # status, type, count
+    due: int
+    oldest_due_age_s: float
+
+
+async def queue_state(conn: asyncpg.Connection) -> QueueState:
+    """Jobs by status and type, how many are due, and how long the oldest due one has waited."""
+    counts = [dict(r) for r in await conn.fetch(QUERIES["queue_counts"])]
+    due = await conn.fetchrow(QUERIES["count_due"])
+    return QueueState(counts, int(due["due"]), float(due["oldest_s"]))
 
 
 async def queue_overview(conn: asyncpg.Connection, runs: int = 10) -> dict[str, Any]:
     """Counts by status and type, the oldest due job's age, and the latest runner summaries."""
-    counts = [dict(r) for r in await conn.fetch(QUERIES["queue_counts"])]
-    due = await conn.fetchrow(QUERIES["count_due"])
+    state = await queue_state(conn)
     recent = await conn.fetch(QUERIES["recent_invocations"], runs)
     return {
-        "counts": counts,
-        "due": int(due["due"]),
-        "oldest_due_age_s": round(float(due["oldest_s"]), 3),
+        "counts": state.counts,
+        "due": state.due,
+        "oldest_due_age_s": round(state.oldest_due_age_s, 3),
         "runs": [{**json.loads(r["summary"]), "finished_at": r["finished_at"]} for r in recent],
     }
 

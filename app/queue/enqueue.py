@@ -40,6 +40,14 @@ class JobSpec:
     run_at: datetime | None = None
 
 
+# The statement for each dedupe scope: each scope's conflict target names its own partial index.
+ENQUEUE = {"active": QUERIES["enqueue_active"], "forever": QUERIES["enqueue_forever"]}
+ENQUEUE_MANY = {
+    "active": QUERIES["enqueue_many_active"],
+    "forever": QUERIES["enqueue_many_forever"],
+}
+
+
 def dedupe_key(type: str, key: str) -> str:
     return f"{type}:{key}"
 
@@ -53,13 +61,13 @@ async def enqueue(
     lead_id: str | None = None,
     payload: dict[str, Any] | None = None,
     run_at: datetime | None = None,
-    jobs: Registry = registry,
+    registry: Registry = registry,
 ) -> Enqueued:
     """Upsert one job by dedupe key; a duplicate is an answer (the live job), never an error."""
-    handler = jobs.get(type)
+    handler = registry.get(type)
     full_key = dedupe_key(type, key)
     row = await conn.fetchrow(
-        QUERIES[f"enqueue_{handler.dedupe}"],
+        ENQUEUE[handler.dedupe],
         type,
         full_key,
         client_id,
@@ -75,12 +83,16 @@ async def enqueue(
 
 
 async def enqueue_many(
-    conn: asyncpg.Connection, type: str, specs: list[JobSpec], *, jobs: Registry = registry
+    conn: asyncpg.Connection,
+    type: str,
+    specs: list[JobSpec],
+    *,
+    registry: Registry = registry,
 ) -> list[Enqueued]:
     """Upsert many jobs of one type in one statement; answers in the order of first appearance."""
     if not specs:
         return []
-    handler = jobs.get(type)
+    handler = registry.get(type)
     prefix = dedupe_key(type, "")
     counts = Counter(spec.key for spec in specs)
     # The first spec of each key wins; walking backwards leaves it last in the dict.
@@ -88,7 +100,7 @@ async def enqueue_many(
     # Every key shares the prefix, so sorting keys sorts dedupe keys.
     unique = [first[key] for key in sorted(first)]
     rows = await conn.fetch(
-        QUERIES[f"enqueue_many_{handler.dedupe}"],
+        ENQUEUE_MANY[handler.dedupe],
         type,
         handler.max_attempts,
         [prefix + s.key for s in unique],

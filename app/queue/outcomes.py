@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from enum import Enum
 from typing import Literal
 
 from app.db import Database
@@ -18,29 +19,47 @@ from app.queue.sql import QUERIES
 
 log = logging.getLogger("handoff.runner")
 
-Action = Literal["complete", "retry", "fail", "release"]
-# The job's status after each action; a release also gives the attempt back.
-STATUS: dict[Action, str] = {
-    "complete": "succeeded",
-    "retry": "pending",
-    "fail": "failed",
-    "release": "pending",
-}
+# How an attempt is counted and logged: its action's, or lease_lost when its write changed nothing.
+Outcome = Literal["succeeded", "retried", "failed", "released", "lease_lost"]
+# last_error keeps this many characters of an error.
+LAST_ERROR_CHARS = 500
+
+
+class Action(Enum):
+    """What an attempt asks of its job: the job's status after it, and the attempt's outcome.
+    A release also gives the attempt back."""
+
+    COMPLETE = "succeeded", "succeeded"
+    RETRY = "pending", "retried"
+    FAIL = "failed", "failed"
+    RELEASE = "pending", "released"
+
+    def __init__(self, status: str, outcome: Outcome) -> None:
+        self.status = status
+        self.outcome = outcome
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How an attempt went: what to do with its job, why (an error with no PII), and when the
+    job may run again."""
+
+    action: Action
+    error: str | None = None
+    delay_s: float = 0.0
 
 
 @dataclass(frozen=True)
 class Record:
     job_id: int
     token: str
-    action: Action
-    delay_s: float = 0.0
-    error: str | None = None
+    verdict: Verdict
 
 
 class OutcomeWriter:
-    def __init__(self, db: Database, *, owner: str = "") -> None:
+    def __init__(self, db: Database, *, invocation_id: str = "") -> None:
         self.db = db
-        self.owner = owner
+        self.invocation_id = invocation_id
         self._waiting: list[tuple[Record, asyncio.Future[bool | None]]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -65,7 +84,7 @@ class OutcomeWriter:
                 log.warning(
                     "could not record job outcomes",
                     exc_info=True,
-                    extra={"jobs": len(batch), "invocation_id": self.owner},
+                    extra={"jobs": len(batch), "invocation_id": self.invocation_id},
                 )
                 stored = None
             except BaseException:
@@ -82,14 +101,15 @@ class OutcomeWriter:
     async def write(self, records: list[Record]) -> set[int]:
         """Write `records` in one statement; the ids of the jobs whose lease still held."""
         records = sorted(records, key=lambda r: r.job_id)
+        verdicts = [r.verdict for r in records]
         async with self.db.acquire() as conn:
             rows = await conn.fetch(
                 QUERIES["record_outcomes"],
                 [r.job_id for r in records],
                 [r.token for r in records],
-                [STATUS[r.action] for r in records],
-                [float(r.delay_s) for r in records],
-                [r.error for r in records],
-                [r.action == "release" for r in records],
+                [v.action.status for v in verdicts],
+                [float(v.delay_s) for v in verdicts],
+                [v.error[:LAST_ERROR_CHARS] if v.error else None for v in verdicts],
+                [v.action is Action.RELEASE for v in verdicts],
             )
         return {row["id"] for row in rows}

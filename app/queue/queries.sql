@@ -135,3 +135,40 @@ LIMIT 1
 UPDATE jobs SET status = 'cancelled', finished_at = now()
 WHERE id = $1 AND status = 'pending'
 RETURNING id
+
+-- get_job --
+SELECT id, type, status, dedupe_key, client_id, lead_id, attempts, max_attempts, run_at,
+       created_at, started_at, finished_at, last_error, enqueue_count
+FROM jobs WHERE id = $1
+
+-- list_jobs --
+-- A NULL filter matches everything; newest first by id (ids only grow).
+SELECT id, type, status, dedupe_key, client_id, lead_id, attempts, max_attempts, run_at,
+       created_at, started_at, finished_at, last_error, enqueue_count
+FROM jobs
+WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR type = $2)
+ORDER BY id DESC LIMIT $3
+
+-- expired_jobs --
+-- Finished jobs past their retention ($1 days; failed ones $2 days), oldest first, read through
+-- jobs_finished; prune_jobs deletes the same rows.
+SELECT id FROM jobs
+WHERE status IN ('succeeded', 'failed', 'cancelled')
+  AND finished_at < now() - $1::float8 * interval '1 day'
+  AND (status <> 'failed' OR finished_at < now() - $2::float8 * interval '1 day')
+ORDER BY finished_at
+LIMIT $3
+
+-- prune_jobs --
+-- One bounded batch of expired_jobs deleted.
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs
+    WHERE status IN ('succeeded', 'failed', 'cancelled')
+      AND finished_at < now() - $1::float8 * interval '1 day'
+      AND (status <> 'failed' OR finished_at < now() - $2::float8 * interval '1 day')
+    ORDER BY finished_at
+    LIMIT $3
+)
+
+-- prune_invocations --
+DELETE FROM runner_invocations WHERE finished_at < now() - $1::float8 * interval '1 day'

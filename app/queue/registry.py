@@ -1,16 +1,13 @@
 """Handlers by job type, each with its attempts, timeout and dedupe scope."""
 
-from __future__ import annotations
-
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from app.queue.runner import JobContext
+from app.queue.job import JobContext
 
 DedupeScope = Literal["active", "forever"]
-HandlerFn = Callable[["JobContext"], Awaitable[None]]
+HandlerFn = Callable[[JobContext], Awaitable[None]]
 
 
 class DuplicateHandler(ValueError):

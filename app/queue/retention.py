@@ -3,6 +3,8 @@
 A "forever" dedupe key therefore holds for the retention window: once its job is pruned, the
 same key may be enqueued again. Work that must never repeat keeps its own record (a step's
 state, a campaign's enrollments), not only its job.
+
+Importing this module registers nothing: the runtime wiring calls `register(registry)`.
 """
 
 from __future__ import annotations
@@ -12,40 +14,35 @@ from datetime import UTC, datetime
 import asyncpg
 
 from app.queue.enqueue import enqueue
-from app.queue.registry import handler
-from app.queue.runner import JobContext
+from app.queue.job import JobContext
+from app.queue.registry import Handler, Registry
+from app.queue.sql import QUERIES
 
 PRUNE_BATCH = 5_000
 # Stop pruning (the next hour's job carries on) when less than this is left of the attempt.
 PRUNE_RESERVE_S = 2.0
 
-# Finished jobs past their retention, oldest first, read through jobs_finished.
-EXPIRED = """
-SELECT id FROM jobs
-WHERE status IN ('succeeded', 'failed', 'cancelled')
-  AND finished_at < now() - $1::float8 * interval '1 day'
-  AND (status <> 'failed' OR finished_at < now() - $2::float8 * interval '1 day')
-ORDER BY finished_at
-LIMIT $3
-"""
-PRUNE = f"DELETE FROM jobs WHERE id IN ({EXPIRED})"
-PRUNE_INVOCATIONS = (
-    "DELETE FROM runner_invocations WHERE finished_at < now() - $1::float8 * interval '1 day'"
-)
 
-
-@handler("prune_jobs", dedupe="forever", max_attempts=3)
 async def prune_jobs(ctx: JobContext) -> None:
     """Delete finished jobs past retention (failed ones past their longer retention)."""
     keep_days = float(ctx.job.payload["keep_days"])
     keep_failed_days = max(float(ctx.job.payload["keep_failed_days"]), keep_days)
     while ctx.time_left() > PRUNE_RESERVE_S:
         async with ctx.db.acquire() as conn:
-            status = await conn.execute(PRUNE, keep_days, keep_failed_days, PRUNE_BATCH)
+            status = await conn.execute(
+                QUERIES["prune_jobs"], keep_days, keep_failed_days, PRUNE_BATCH
+            )
         if int(status.split()[-1]) < PRUNE_BATCH:
             break
     async with ctx.db.acquire() as conn:
-        await conn.execute(PRUNE_INVOCATIONS, keep_days)
+        await conn.execute(QUERIES["prune_invocations"], keep_days)
+
+
+def register(registry: Registry) -> None:
+    """Register prune_jobs on `registry`; again on the same registry is a no-op."""
+    if "prune_jobs" in registry and registry.get("prune_jobs").fn is prune_jobs:
+        return
+    registry.register(Handler("prune_jobs", prune_jobs, "forever", max_attempts=3))
 
 
 async def schedule_pruning(
@@ -53,7 +50,7 @@ async def schedule_pruning(
 ) -> None:
     """Upsert this hour's prune job if there is anything to prune; calling it often is cheap."""
     keep_failed_days = max(keep_failed_days, keep_days)
-    if await conn.fetchval(EXPIRED, keep_days, keep_failed_days, 1) is None:
+    if await conn.fetchval(QUERIES["expired_jobs"], keep_days, keep_failed_days, 1) is None:
         return
     hour = datetime.now(UTC).strftime("%Y-%m-%dT%H:00Z")
     await enqueue(

@@ -3,7 +3,7 @@
 `Runner.drain(budget_s)` runs up to `concurrency` jobs at once until nothing is due or the
 budget is spent. Each attempt is bounded by min(its timeout, what is left of the budget); an
 attempt cut short by the budget is released back to `pending`, so when `drain` returns no job
-it claimed is still `running`.
+it claimed is still `running`. Its claim-and-wait loop, `SlotLoop`, is the worker's too.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from app.db import Database
 from app.metrics import ATTEMPT_SECONDS, RUNNER_INVOCATIONS
-from app.queue.outcomes import Action, OutcomeWriter, Record
+from app.queue.job import ClaimedJob, JobContext
+from app.queue.outcomes import Action, Outcome, OutcomeWriter, Record, Verdict
 from app.queue.registry import Registry, UnknownJobType, registry
 from app.queue.retry import Discard, RetryLater, backoff_s
 from app.queue.sql import QUERIES
@@ -39,44 +38,11 @@ RELEASE_DELAY_S = 1.0
 # A runner's summary is logged as a warning when the oldest due job has waited longer.
 OLDEST_DUE_WARN_S = 300.0
 
-Outcome = Literal["succeeded", "retried", "failed", "released", "lease_lost"]
-
 
 def new_invocation_id() -> str:
     """A fresh runner invocation id. Its hex digits follow `run_` with no separator, so no run
     of them can pass for a phone number and be masked in the log lines that name it."""
     return f"run_{uuid.uuid4().hex[:12]}"
-
-
-@dataclass(frozen=True)
-class ClaimedJob:
-    id: int
-    type: str
-    payload: dict[str, Any]
-    attempt: int
-    max_attempts: int
-    client_id: str | None
-    lead_id: str | None
-    dedupe_key: str
-    stale: bool
-    token: str
-
-
-@dataclass
-class JobContext:
-    """What a handler gets: its job, the database, the app's dependencies and its deadline."""
-
-    job: ClaimedJob
-    db: Database
-    deps: Any
-    deadline: float  # on the event loop's clock
-
-    @property
-    def engine(self) -> AsyncEngine:
-        return self.db.engine
-
-    def time_left(self) -> float:
-        return self.deadline - asyncio.get_running_loop().time()
 
 
 @dataclass
@@ -138,20 +104,20 @@ class Runner:
         self,
         db: Database,
         *,
+        concurrency: int,
+        job_timeout_s: float,
+        lease_s: float,
         deps: Any = None,
-        concurrency: int = 4,
-        job_timeout_s: float = 120,
-        lease_s: float = 150,
-        jobs: Registry = registry,
+        registry: Registry = registry,
         invocation_id: str | None = None,
     ) -> None:
         self.db = db
         self.deps = deps
         self.job_timeout_s = job_timeout_s
         self.lease_s = lease_s
-        self.jobs = jobs
+        self.registry = registry
         self.invocation_id = invocation_id or new_invocation_id()
-        self.outcomes = OutcomeWriter(db, owner=self.invocation_id)
+        self.outcomes = OutcomeWriter(db, invocation_id=self.invocation_id)
         self.slots = Slots(concurrency)
 
     async def claim(self, limit: int) -> list[ClaimedJob]:
@@ -177,7 +143,7 @@ class Runner:
             for r in rows
         ]
 
-    async def due(self) -> tuple[int, float]:
+    async def count_due(self) -> tuple[int, float]:
         """How many jobs the next runner would find, and how long the oldest due one waited."""
         async with self.db.acquire() as conn:
             row = await conn.fetchrow(QUERIES["count_due"])
@@ -189,36 +155,24 @@ class Runner:
         started = time.monotonic()
         deadline = loop.time() + budget_s
         summary = DrainSummary(self.invocation_id)
-        in_flight: set[asyncio.Task[Outcome]] = set()
+        attempts = SlotLoop(self, deadline)
         out_of_time = False
         try:
             while True:
                 left = deadline - loop.time()
                 out_of_time = left < MIN_CLAIM_S
-                self.slots.freed.clear()
-                if self.slots.free > 0 and not out_of_time:
-                    for job in await self.claim(self.slots.free):
-                        summary.released_stale += job.stale
-                        in_flight.add(self.start(job, deadline))
-                if not in_flight:
+                if not out_of_time:
+                    await attempts.fill()
+                if not attempts.in_flight:
                     break
-                # Wake when a handler is done (its slot is free while its outcome is being
-                # written, so the next claim overlaps that write) or an attempt has ended.
-                freed = asyncio.ensure_future(self.slots.freed.wait())
-                done, _ = await asyncio.wait(
-                    {*in_flight, freed},
-                    timeout=max(left, 0) + CANCEL_GRACE_S,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                freed.cancel()
-                if not done:
+                # Past the budget and its grace, stop waiting: the rest is cancelled below.
+                if not await attempts.wait(at_most_s=max(left, 0) + CANCEL_GRACE_S):
                     break
-                finished = {task for task in in_flight if task.done()}
-                in_flight -= finished
-                summary.outcomes.update(task.result() for task in finished)
         finally:
-            summary.outcomes.update(await self.stop(in_flight))
-        summary.remaining_due, summary.oldest_due_age_s = await self.due()
+            await attempts.finish_in_flight()
+        summary.outcomes = attempts.outcomes
+        summary.released_stale = attempts.stale
+        summary.remaining_due, summary.oldest_due_age_s = await self.count_due()
         summary.duration_ms = round((time.monotonic() - started) * 1000)
         cut_short = out_of_time or summary.outcomes["released"] > 0
         summary.stop_reason = "budget" if cut_short else "drained"
@@ -236,8 +190,9 @@ class Runner:
         )
         return summary
 
-    async def stop(self, tasks: set[asyncio.Task[Outcome]]) -> list[Outcome]:
-        """Cancel what is still in flight; each cancelled attempt releases its own job."""
+    async def cancel_attempts(self, tasks: set[asyncio.Task[Outcome]]) -> list[Outcome]:
+        """Cancel these attempts; each cancelled one releases its own job. The outcomes of
+        those that ended within CANCEL_GRACE_S."""
         for task in tasks:
             task.cancel()
         if not tasks:
@@ -263,23 +218,21 @@ class Runner:
 
         `ran` is called once the handler is done, before the outcome is written."""
         started = asyncio.get_running_loop().time()
-        action, error, delay = await self._run(job, started, budget_deadline)
+        verdict = await self._run(job, started, budget_deadline)
         if ran is not None:
             ran()
-        return await self._record(job, action, started, error=error, delay=delay)
+        return await self._record(job, verdict, started)
 
-    async def _run(
-        self, job: ClaimedJob, started: float, budget_deadline: float
-    ) -> tuple[Action, str | None, float]:
-        """Call the job's handler; what to record: the action, the error and the delay."""
+    async def _run(self, job: ClaimedJob, started: float, budget_deadline: float) -> Verdict:
+        """Call the job's handler and judge how it went."""
         error: str | None = None
         delay: float | None = None
         try:
-            handler = self.jobs.get(job.type)
+            handler = self.registry.get(job.type)
         except UnknownJobType:
-            return "fail", "no handler for this job type", 0.0
+            return Verdict(Action.FAIL, "no handler for this job type")
         if job.attempt > job.max_attempts:
-            return "fail", "the runner was lost during the last attempt", 0.0
+            return Verdict(Action.FAIL, "the runner was lost during the last attempt")
         timeout = min(handler.timeout_s or self.job_timeout_s, self.job_timeout_s)
         job_deadline = started + timeout
         deadline = min(job_deadline, budget_deadline)
@@ -288,19 +241,20 @@ class Runner:
             async with asyncio.timeout_at(deadline) as scope:
                 await handler.fn(ctx)
         except asyncio.CancelledError:
-            # Only drain() cancels an attempt, when it must answer: give the job back.
-            return "release", None, RELEASE_DELAY_S
+            # Only cancel_attempts() cancels an attempt, when its runner must answer or its
+            # worker stop: give the job back.
+            return Verdict(Action.RELEASE, delay_s=RELEASE_DELAY_S)
         except TimeoutError:
             if not scope.expired():
                 error = "TimeoutError raised by the handler"
             elif deadline < job_deadline:
-                return "release", None, RELEASE_DELAY_S
+                return Verdict(Action.RELEASE, delay_s=RELEASE_DELAY_S)
             else:
                 error = f"attempt timed out after {timeout:g}s"
         except RetryLater as exc:
             error, delay = str(exc), exc.after
         except Discard as exc:
-            return "fail", str(exc) or "discarded", 0.0
+            return Verdict(Action.FAIL, str(exc) or "discarded")
         except Exception as exc:
             error = f"unexpected error: {type(exc).__name__}"
             log.warning(
@@ -313,36 +267,20 @@ class Runner:
                 },
             )
         else:
-            return "complete", None, 0.0
+            return Verdict(Action.COMPLETE)
         if job.attempt >= job.max_attempts:
-            return "fail", error, 0.0
-        return "retry", error, backoff_s(job.attempt) if delay is None else delay
+            return Verdict(Action.FAIL, error)
+        return Verdict(Action.RETRY, error, backoff_s(job.attempt) if delay is None else delay)
 
-    async def _record(
-        self,
-        job: ClaimedJob,
-        action: Action,
-        started: float,
-        *,
-        error: str | None = None,
-        delay: float = 0.0,
-    ) -> Outcome:
-        outcome: Outcome = {
-            "complete": "succeeded",
-            "retry": "retried",
-            "fail": "failed",
-            "release": "released",
-        }[action]
-        record = Record(job.id, job.token, action, delay, error[:500] if error else None)
-        stored = self.outcomes.submit(record)
+    async def _record(self, job: ClaimedJob, verdict: Verdict, started: float) -> Outcome:
+        stored = self.outcomes.submit(Record(job.id, job.token, verdict))
         try:
             updated = await asyncio.shield(stored)
         except asyncio.CancelledError:
-            # drain() is answering: the write is already under way, so count what it did.
+            # The runner is answering: the write is already under way, so count what it did.
             updated = await stored
-        if not updated:
-            # None: the write failed; the lease will expire and another runner takes the job.
-            outcome = "lease_lost"
+        # None: the write failed; the lease will expire and another runner takes the job.
+        outcome = verdict.action.outcome if updated else "lease_lost"
         duration_ms = round((asyncio.get_running_loop().time() - started) * 1000)
         ATTEMPT_SECONDS.labels(job.type, outcome).observe(duration_ms / 1000)
         level = logging.WARNING if outcome in ("failed", "lease_lost") else logging.INFO
@@ -357,8 +295,64 @@ class Runner:
                 "duration_ms": duration_ms,
                 "lead_id": job.lead_id,
                 "invocation_id": self.invocation_id,
-                "error": error,
-                "retry_in_s": round(delay, 3) if action == "retry" else None,
+                "error": verdict.error,
+                "retry_in_s": (
+                    round(verdict.delay_s, 3) if verdict.action is Action.RETRY else None
+                ),
             },
         )
         return outcome
+
+
+class SlotLoop:
+    """The claim and wait that the runner and the worker share: claim a job for each free slot
+    and start it, then wait until a slot frees, an attempt ends or something the caller also
+    waits on happens; at the end, cancel what is still in flight."""
+
+    def __init__(self, runner: Runner, budget_deadline: float = math.inf) -> None:
+        self.runner = runner
+        self.budget_deadline = budget_deadline
+        self.in_flight: set[asyncio.Task[Outcome]] = set()
+        self.outcomes: Counter[str] = Counter()
+        self.stale = 0  # jobs claimed back from a runner whose lease expired
+        runner.slots.freed.clear()
+
+    async def fill(self) -> bool:
+        """Claim a job for each free slot and start it. True when a slot was left empty (or
+        none was free): nothing more is known to be due."""
+        free = self.runner.slots.free
+        if free == 0:
+            return True
+        claimed = await self.runner.claim(free)
+        for job in claimed:
+            self.stale += job.stale
+            self.in_flight.add(self.runner.start(job, self.budget_deadline))
+        return not claimed or len(claimed) < free
+
+    async def wait(self, *also: asyncio.Future[Any], at_most_s: float | None) -> bool:
+        """Wait until a slot frees (its outcome may still be on its way, so the next claim
+        overlaps that write), an attempt ends or one of `also` is done. False: timed out."""
+        slots = self.runner.slots
+        freed = asyncio.ensure_future(slots.freed.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {*self.in_flight, freed, *also},
+                timeout=at_most_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            freed.cancel()
+        # Cleared before the next claim counts free slots: a slot freed after this still
+        # wakes the next wait.
+        slots.freed.clear()
+        finished = {task for task in self.in_flight if task.done()}
+        self.in_flight -= finished
+        self.outcomes.update(task.result() for task in finished)
+        return bool(done)
+
+    async def finish_in_flight(self, grace_s: float = 0.0) -> None:
+        """Give the attempts in flight `grace_s` to end, then cancel the rest."""
+        if self.in_flight and grace_s > 0:
+            await asyncio.wait(self.in_flight, timeout=grace_s)
+        self.outcomes.update(await self.runner.cancel_attempts(self.in_flight))
+        self.in_flight = set()

@@ -16,12 +16,10 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from app.queue.notify import CHANNEL
-from app.queue.runner import Outcome, Runner
+from app.queue.runner import Runner, SlotLoop
 
 log = logging.getLogger("handoff.worker")
 
-POLL_INTERVAL_S = 1.0
-GRACE_S = 10.0
 # After a database error, wait this long before claiming again.
 ERROR_PAUSE_S = 1.0
 
@@ -32,8 +30,8 @@ class Worker:
         runner: Runner,
         listen: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
         *,
-        poll_interval_s: float = POLL_INTERVAL_S,
-        grace_s: float = GRACE_S,
+        poll_interval_s: float,
+        grace_s: float,
     ) -> None:
         self.runner = runner
         self.listen = listen
@@ -51,52 +49,34 @@ class Worker:
         """Work until `stop` is set; return with no claimed job left running."""
         extra = {"invocation_id": self.invocation_id}
         log.info("worker started", extra=extra)
-        in_flight: set[asyncio.Task[Outcome]] = set()
+        attempts = SlotLoop(self.runner)
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
                 await self._ensure_listening()
-                slots = self.runner.slots
-                slots.freed.clear()
                 # Before the claim: a notification that arrives while it runs still wakes the
                 # wait below.
                 self.wakeup.clear()
-                free = slots.free
-                claimed = []
-                if free > 0:
-                    try:
-                        claimed = await self.runner.claim(free)
-                    except Exception:
-                        log.warning("claim failed", exc_info=True, extra=extra)
-                        await asyncio.wait([stopping], timeout=ERROR_PAUSE_S)
-                        continue
-                for job in claimed:
-                    in_flight.add(self.runner.start(job))
-                # A handler that is done frees its slot while its outcome is being written.
-                freed = asyncio.ensure_future(slots.freed.wait())
-                waiters: set[asyncio.Future] = {*in_flight, stopping, freed}
-                woken: asyncio.Task | None = None
-                if not claimed or len(claimed) < free:
+                try:
+                    caught_up = await attempts.fill()
+                except Exception:
+                    log.warning("claim failed", exc_info=True, extra=extra)
+                    await asyncio.wait([stopping], timeout=ERROR_PAUSE_S)
+                    continue
+                if caught_up:
                     # Nothing more is due: also wake on a notification or the poll interval.
                     woken = asyncio.create_task(self.wakeup.wait())
-                    waiters.add(woken)
-                timeout = self.poll_interval_s if woken else None
-                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                freed.cancel()
-                if woken:
-                    woken.cancel()
-                in_flight = {t for t in in_flight if not t.done()}
+                    try:
+                        await attempts.wait(stopping, woken, at_most_s=self.poll_interval_s)
+                    finally:
+                        woken.cancel()
+                else:
+                    await attempts.wait(stopping, at_most_s=None)
         finally:
             stopping.cancel()
-            await self._drain(in_flight)
+            await attempts.finish_in_flight(self.grace_s)
             await self._unlisten()
             log.info("worker stopped", extra=extra)
-
-    async def _drain(self, in_flight: set[asyncio.Task[Outcome]]) -> None:
-        if in_flight:
-            _, still_running = await asyncio.wait(in_flight, timeout=self.grace_s)
-            # Each cancelled attempt releases its job back to pending.
-            await self.runner.stop(still_running)
 
     def _notified(self, *_: object) -> None:
         self.wakeup.set()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import app.handlers.sync as sync_module
+import app.handlers.timebox as timebox
 
 
 async def add_leads(service, client_id: str, count: int, every: int) -> int:
@@ -27,7 +27,7 @@ async def add_leads(service, client_id: str, count: int, every: int) -> int:
 async def test_sync_all_hands_over_to_follow_on_jobs_when_time_runs_short(service, db, monkeypatch):
     expected = await add_leads(service, "big", 4_500, every=300)
     # Every attempt "runs short" after one batch of 1,000 leads, so each hands over.
-    monkeypatch.setattr(sync_module, "FANOUT_RESERVE_S", 10_000.0)
+    monkeypatch.setattr(timebox, "RESERVE_S", 10_000.0)
     response = await service.api.post("/sync", json={"client_id": "big", "channels": ["sms"]})
     assert response.status_code == 202
 

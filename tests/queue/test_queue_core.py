@@ -10,7 +10,8 @@ import pytest
 from app.db import Database
 from app.queue import Discard, JobContext, JobSpec, Registry, RetryLater, Runner
 from app.queue.enqueue import enqueue, enqueue_many
-from app.queue.outcomes import OutcomeWriter, Record
+from app.queue.outcomes import Action, OutcomeWriter, Record, Verdict
+from app.queue.runner import SlotLoop
 
 jobs = Registry()
 ran: list[int] = []
@@ -44,36 +45,36 @@ async def database(database_url):
 
 
 def runner(database, **kw) -> Runner:
-    return Runner(database, jobs=jobs, job_timeout_s=5, lease_s=10, **kw)
+    return Runner(database, registry=jobs, concurrency=4, job_timeout_s=5, lease_s=10, **kw)
 
 
 async def test_active_dedupe_holds_while_pending_and_frees_the_key_when_done(database, db):
     async with database.acquire() as conn:
-        first = await enqueue(conn, "noop", "k", jobs=jobs)
-        again = await enqueue(conn, "noop", "k", jobs=jobs)
+        first = await enqueue(conn, "noop", "k", registry=jobs)
+        again = await enqueue(conn, "noop", "k", registry=jobs)
     assert (first.deduplicated, again.deduplicated, again.id) == (False, True, first.id)
     assert await db.fetchval("SELECT enqueue_count FROM jobs") == 2
 
     summary = await runner(database).drain(10)
     assert summary.outcomes["succeeded"] == 1
     async with database.acquire() as conn:
-        fresh = await enqueue(conn, "noop", "k", jobs=jobs)
+        fresh = await enqueue(conn, "noop", "k", registry=jobs)
     assert fresh.deduplicated is False and fresh.id != first.id
 
 
 async def test_forever_dedupe_outlives_the_job(database, db):
     async with database.acquire() as conn:
-        first = await enqueue(conn, "once", "slot-1", jobs=jobs)
+        first = await enqueue(conn, "once", "slot-1", registry=jobs)
         await db.execute("UPDATE jobs SET status = 'succeeded' WHERE id = $1", int(first.id))
-        again = await enqueue(conn, "once", "slot-1", jobs=jobs)
+        again = await enqueue(conn, "once", "slot-1", registry=jobs)
     assert again.deduplicated and again.id == first.id and again.status == "succeeded"
 
 
 async def test_bulk_enqueue_counts_in_batch_duplicates_and_keeps_order(database, db):
     keys = ["b", "a", "b", "c", "a", "b"]
     async with database.acquire() as conn:
-        answers = await enqueue_many(conn, "noop", [JobSpec(k) for k in keys], jobs=jobs)
-        again = await enqueue_many(conn, "noop", [JobSpec("c"), JobSpec("d")], jobs=jobs)
+        answers = await enqueue_many(conn, "noop", [JobSpec(k) for k in keys], registry=jobs)
+        again = await enqueue_many(conn, "noop", [JobSpec("c"), JobSpec("d")], registry=jobs)
     assert [a.dedupe_key for a in answers] == ["noop:b", "noop:a", "noop:c"]
     assert not any(a.deduplicated for a in answers)
     assert [(a.dedupe_key, a.deduplicated) for a in again] == [("noop:c", True), ("noop:d", False)]
@@ -90,7 +91,7 @@ async def test_bulk_enqueue_keeps_each_jobs_own_fields_and_the_first_spec_of_a_k
         JobSpec("z", run_at=later),
     ]
     async with database.acquire() as conn:
-        await enqueue_many(conn, "noop", specs, jobs=jobs)
+        await enqueue_many(conn, "noop", specs, registry=jobs)
     rows = {
         r["dedupe_key"]: r
         for r in await db.fetch(
@@ -115,7 +116,7 @@ async def test_overlapping_bulk_enqueues_never_deadlock_or_fail(database, db):
     async def batch() -> None:
         chosen = random.sample(keys, 120)
         async with database.acquire() as conn:
-            await enqueue_many(conn, "noop", [JobSpec(k) for k in chosen], jobs=jobs)
+            await enqueue_many(conn, "noop", [JobSpec(k) for k in chosen], registry=jobs)
 
     await asyncio.gather(*(batch() for _ in range(30)))
     assert await db.fetchval("SELECT count(*) FROM jobs") == len(
@@ -126,12 +127,12 @@ async def test_overlapping_bulk_enqueues_never_deadlock_or_fail(database, db):
 
 async def test_claim_skips_future_jobs_and_a_lost_lease_changes_nothing(database, db):
     async with database.acquire() as conn:
-        due = await enqueue(conn, "noop", "due", jobs=jobs)
+        due = await enqueue(conn, "noop", "due", registry=jobs)
         await enqueue(
             conn,
             "noop",
             "future",
-            jobs=jobs,
+            registry=jobs,
             run_at=await db.fetchval("SELECT now() + interval '1 hour'"),
         )
     a = runner(database)
@@ -144,15 +145,17 @@ async def test_claim_skips_future_jobs_and_a_lost_lease_changes_nothing(database
     b = runner(database)
     [taken] = await b.claim(10)
     assert taken.id == claimed.id and taken.stale and taken.attempt == 2
-    assert await b.outcomes.write([Record(taken.id, taken.token, "complete")]) == {taken.id}
+    assert await b.outcomes.write([Record(taken.id, taken.token, Verdict(Action.COMPLETE))]) == {
+        taken.id
+    }
     # A wakes up: whatever it would record is refused by the lease guard.
-    for action, delay, error in (
-        ("complete", 0.0, None),
-        ("fail", 0.0, "late"),
-        ("retry", 1.0, "late"),
-        ("release", 1.0, None),
+    for verdict in (
+        Verdict(Action.COMPLETE),
+        Verdict(Action.FAIL, "late"),
+        Verdict(Action.RETRY, "late", 1.0),
+        Verdict(Action.RELEASE, delay_s=1.0),
     ):
-        record = Record(claimed.id, claimed.token, action, delay, error)
+        record = Record(claimed.id, claimed.token, verdict)
         assert await a.outcomes.submit(record) is False
     row = await db.fetchrow("SELECT status, last_error FROM jobs WHERE id = $1", claimed.id)
     assert (row["status"], row["last_error"]) == ("succeeded", None)
@@ -161,17 +164,19 @@ async def test_claim_skips_future_jobs_and_a_lost_lease_changes_nothing(database
 async def test_outcomes_written_together_each_take_their_own_action(database, db):
     async with database.acquire() as conn:
         for key in "abcde":
-            await enqueue(conn, "noop", key, jobs=jobs)
+            await enqueue(conn, "noop", key, registry=jobs)
     a = runner(database)
     claimed = {j.dedupe_key[-1]: j for j in await a.claim(10)}
     lost = claimed["e"]
     await db.execute("UPDATE jobs SET lock_token = gen_random_uuid() WHERE id = $1", lost.id)
     records = [
-        Record(claimed["a"].id, claimed["a"].token, "complete"),
-        Record(claimed["b"].id, claimed["b"].token, "retry", 30.0, "provider said wait"),
-        Record(claimed["c"].id, claimed["c"].token, "fail", 0.0, "gave up"),
-        Record(claimed["d"].id, claimed["d"].token, "release", 1.0),
-        Record(lost.id, lost.token, "complete"),
+        Record(claimed["a"].id, claimed["a"].token, Verdict(Action.COMPLETE)),
+        Record(
+            claimed["b"].id, claimed["b"].token, Verdict(Action.RETRY, "provider said wait", 30)
+        ),
+        Record(claimed["c"].id, claimed["c"].token, Verdict(Action.FAIL, "gave up")),
+        Record(claimed["d"].id, claimed["d"].token, Verdict(Action.RELEASE, delay_s=1.0)),
+        Record(lost.id, lost.token, Verdict(Action.COMPLETE)),
     ]
     # Handed over at once, they go out in at most two statements (the first may leave alone).
     results = await asyncio.gather(*(a.outcomes.submit(r) for r in records))
@@ -200,11 +205,11 @@ async def test_outcomes_written_together_each_take_their_own_action(database, db
 async def test_an_outcome_that_cannot_be_written_is_reported_not_raised(database_url, db):
     broken = await Database.open(database_url, pool_size=2)
     async with broken.acquire() as conn:
-        await enqueue(conn, "noop", "x", jobs=jobs)
+        await enqueue(conn, "noop", "x", registry=jobs)
     a = runner(broken)
     [job] = await a.claim(1)
     await broken.close()
-    assert await a.outcomes.submit(Record(job.id, job.token, "complete")) is None
+    assert await a.outcomes.submit(Record(job.id, job.token, Verdict(Action.COMPLETE))) is None
     # The job keeps its lease; once it expires another runner takes it again.
     assert await db.fetchval("SELECT status FROM jobs WHERE id = $1", job.id) == "running"
 
@@ -229,8 +234,8 @@ async def test_a_slot_frees_when_its_handler_is_done_not_when_its_outcome_is_sto
             third_ran.set()
 
     async with database.acquire() as conn:
-        await enqueue_many(conn, "step", [JobSpec(k) for k in "abc"], jobs=local)
-    one = Runner(database, jobs=local, concurrency=1, job_timeout_s=5, lease_s=10)
+        await enqueue_many(conn, "step", [JobSpec(k) for k in "abc"], registry=local)
+    one = Runner(database, registry=local, concurrency=1, job_timeout_s=5, lease_s=10)
     one.outcomes = HeldWriter(database)
     summary = await asyncio.wait_for(one.drain(10), 20)
     assert summary.outcomes["succeeded"] == 3
@@ -240,9 +245,9 @@ async def test_a_slot_frees_when_its_handler_is_done_not_when_its_outcome_is_sto
 
 async def test_outcomes_unexpected_errors_discard_and_retry_later(database, db):
     async with database.acquire() as conn:
-        boom = await enqueue(conn, "once", "x", jobs=jobs)
-        discard = await enqueue(conn, "give_up", "x", jobs=jobs)
-        wait = await enqueue(conn, "later", "x", jobs=jobs)
+        boom = await enqueue(conn, "once", "x", registry=jobs)
+        discard = await enqueue(conn, "give_up", "x", registry=jobs)
+        wait = await enqueue(conn, "later", "x", registry=jobs)
     summary = await runner(database).drain(10)
     assert (summary.outcomes["retried"], summary.outcomes["failed"]) == (2, 1)
 
@@ -262,7 +267,7 @@ async def test_outcomes_unexpected_errors_discard_and_retry_later(database, db):
 
 async def test_a_job_whose_last_attempt_lost_its_runner_is_failed(database, db):
     async with database.acquire() as conn:
-        job = await enqueue(conn, "once", "lost", jobs=jobs)
+        job = await enqueue(conn, "once", "lost", registry=jobs)
     await db.execute(
         "UPDATE jobs SET status = 'running', attempts = 2, lock_token = gen_random_uuid(),"
         " locked_until = now() - interval '1 second' WHERE id = $1",
@@ -277,7 +282,7 @@ async def test_a_job_whose_last_attempt_lost_its_runner_is_failed(database, db):
 async def test_remaining_due_counts_due_pending_and_expired_leases(database, db):
     async with database.acquire() as conn:
         for key in ("a", "b", "c"):
-            await enqueue(conn, "noop", key, jobs=jobs)
+            await enqueue(conn, "noop", key, registry=jobs)
     await db.execute(
         "UPDATE jobs SET status = 'running', lock_token = gen_random_uuid(),"
         " locked_until = now() - interval '1 second' WHERE dedupe_key = 'noop:a'"
@@ -285,4 +290,45 @@ async def test_remaining_due_counts_due_pending_and_expired_leases(database, db)
     await db.execute(
         "UPDATE jobs SET run_at = now() + interval '1 hour' WHERE dedupe_key = 'noop:c'"
     )
-    assert (await runner(database).due())[0] == 2
+    assert (await runner(database).count_due())[0] == 2
+
+
+async def test_the_slot_loop_fills_free_slots_and_releases_what_it_cancels(database, db):
+    """The loop both the runner and the worker turn: a claim per free slot, a wait that ends
+    on a slot, an attempt or the caller's own event, and a finish that gives jobs back."""
+    local = Registry()
+    let_go = asyncio.Event()
+
+    @local.handler("hold", dedupe="active")
+    async def hold(ctx: JobContext) -> None:
+        await let_go.wait()
+
+    async with database.acquire() as conn:
+        await enqueue_many(conn, "hold", [JobSpec(k) for k in "abcd"], registry=local)
+    two = Runner(database, registry=local, concurrency=2, job_timeout_s=5, lease_s=10)
+    attempts = SlotLoop(two)
+    assert await attempts.fill() is False  # every free slot got a job: more may be due
+    assert len(attempts.in_flight) == 2
+    assert await attempts.fill() is True  # no slot free: nothing claimed
+    assert await attempts.wait(at_most_s=0.05) is False
+
+    poked = asyncio.get_running_loop().create_future()
+    poked.set_result(None)
+    assert await attempts.wait(poked, at_most_s=5) is True and len(attempts.in_flight) == 2
+
+    # The handlers finish: their slots free, the wait ends and the next claim fills them.
+    let_go.set()
+    assert await attempts.wait(at_most_s=5) is True
+    let_go.clear()
+    while attempts.in_flight:
+        await attempts.wait(at_most_s=5)
+    assert await attempts.fill() is False and len(attempts.in_flight) == 2
+    assert await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'running'") == 2
+
+    await attempts.finish_in_flight(grace_s=0.05)
+    assert attempts.outcomes == {"succeeded": 2, "released": 2} and not attempts.in_flight
+    rows = await db.fetch("SELECT status, attempts, count(*) AS n FROM jobs GROUP BY 1, 2")
+    assert {(r["status"], r["attempts"], r["n"]) for r in rows} == {
+        ("succeeded", 1, 2),
+        ("pending", 0, 2),
+    }

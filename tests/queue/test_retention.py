@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from app.queue import retention
+from app.queue.registry import Registry
 from tests.support import seed
 
 
@@ -51,3 +53,12 @@ async def test_old_finished_jobs_are_pruned_and_live_ones_kept(service, db):
 async def test_nothing_expired_schedules_no_prune_job(service, db):
     await service.run_jobs()
     assert await db.fetchval("SELECT count(*) FROM jobs WHERE type = 'prune_jobs'") == 0
+
+
+def test_register_puts_prune_jobs_on_the_registry_given_and_twice_is_harmless():
+    jobs = Registry()
+    retention.register(jobs)
+    retention.register(jobs)
+    handler = jobs.get("prune_jobs")
+    assert handler.fn is retention.prune_jobs
+    assert (handler.dedupe, handler.max_attempts) == ("forever", 3)

@@ -129,7 +129,7 @@ CONTRACT_TYPES = {
 
 
 def test_global_registry_has_the_contract_job_types():
-    import app.handlers  # noqa: F401  (registers the handlers)
+    import app.runtime  # noqa: F401  (registers the handlers and the queue's upkeep)
     from app.queue.registry import registry
 
     registered = set(registry.types())
@@ -141,3 +141,47 @@ def test_global_registry_has_the_contract_job_types():
         assert handler.dedupe == scope, type
         assert handler.max_attempts >= 1, type
         assert callable(handler.fn), type
+
+
+def test_every_contract_handler_maps_provider_errors():
+    import app.handlers  # noqa: F401  (registers the handlers)
+    from app.queue.registry import registry
+
+    for type in CONTRACT_TYPES:
+        # job_handler registers the provider-error wrapper, never the bare function.
+        assert hasattr(registry.get(type).fn, "__wrapped__"), type
+
+
+async def _raise_from_provider(error: Exception) -> Exception:
+    from app.handlers.deps import job_handler
+
+    registry = Registry()
+
+    @job_handler("probe", dedupe="forever", registry=registry)
+    async def probe(ctx) -> None:
+        raise error
+
+    with pytest.raises((RetryLater, Discard)) as caught:
+        await registry.get("probe").fn(None)
+    return caught.value
+
+
+async def test_a_429_from_a_provider_waits_its_retry_after():
+    from app.providers import RateLimited
+
+    raised = await _raise_from_provider(RateLimited("sms", retry_after=7.0))
+    assert isinstance(raised, RetryLater) and raised.after == 7.0
+
+
+async def test_a_permanent_4xx_from_a_provider_is_not_retried():
+    from app.providers import Permanent
+
+    raised = await _raise_from_provider(Permanent("email", "HTTP 403"))
+    assert isinstance(raised, Discard)
+
+
+async def test_a_transient_provider_error_is_retried_with_backoff():
+    from app.providers import Transient
+
+    raised = await _raise_from_provider(Transient("ai", "HTTP 503"))
+    assert isinstance(raised, RetryLater) and raised.after is None

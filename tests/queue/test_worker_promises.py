@@ -147,18 +147,18 @@ async def test_a_notification_that_arrives_during_a_claim_is_not_lost(database_u
             return jobs
 
     database = await Database.open(database_url, pool_size=4)
-    runner = HeldClaim(database, jobs=local, concurrency=4, job_timeout_s=30, lease_s=40)
+    runner = HeldClaim(database, registry=local, concurrency=4, job_timeout_s=30, lease_s=40)
     dsn = asyncpg_dsn(database_url)
     worker = Worker(runner, lambda: asyncpg.connect(dsn), poll_interval_s=60, grace_s=1)
     stopping = asyncio.Event()
     # Due before the worker starts: its first claim (after it has begun to listen) takes it.
-    await enqueue(db, "slow", "a", jobs=local)
+    await enqueue(db, "slow", "a", registry=local)
     running = asyncio.create_task(worker.run(stopping))
     try:
         await asyncio.wait_for(claimed_slow.wait(), 5)
         assert not worker.wakeup.is_set()
         # While that claim is on its way back, the next job comes with its notification.
-        await enqueue(db, "quick", "b", jobs=local)
+        await enqueue(db, "quick", "b", registry=local)
         await db.execute("SELECT pg_notify($1, '')", CHANNEL)
 
         async def woken() -> bool:

@@ -1,0 +1,56 @@
+"""What the API and the worker run on: the database, one HTTP client, the notifier, and runners
+on the settings' timings, opened and closed in one place."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+
+from app.db import Database
+from app.handlers import Providers  # importing app.handlers registers every job's handler
+from app.queue import Runner, registry, retention
+from app.queue.notify import Notifier
+from app.settings import Settings
+from app.telemetry import register_secrets
+
+# Connections to the providers, for the whole process.
+HTTP_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+
+# The queue's own upkeep: pruning finished jobs.
+retention.register(registry)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    db: Database
+    providers: Providers
+
+    def runner(self, invocation_id: str | None = None) -> Runner:
+        """A runner on the settings' timings whose handlers get the providers."""
+        return Runner(
+            self.db,
+            concurrency=self.settings.runner_concurrency,
+            job_timeout_s=self.settings.job_timeout_s,
+            lease_s=self.settings.lease_s,
+            deps=self.providers,
+            invocation_id=invocation_id,
+        )
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """Open the database, the HTTP client and the notifier; close them on the way out."""
+    if not settings.database_url:
+        raise SystemExit("handoff: DATABASE_URL is not set")
+    register_secrets(settings)
+    db = await Database.open(settings.database_url, pooled=settings.pooled)
+    timeout = httpx.Timeout(settings.provider_timeout_s)
+    try:
+        async with httpx.AsyncClient(timeout=timeout, limits=HTTP_LIMITS) as http, Notifier(db):
+            yield Runtime(settings, db, Providers.from_settings(settings, http))
+    finally:
+        await db.close()
