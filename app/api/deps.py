@@ -112,6 +112,7 @@ AUTH_ERRORS: Responses = {
         "cannot be reached (`database_unavailable`, with Retry-After)."
     ),
 }
+INVALID_PARAMS: Responses = {422: error("A path or query parameter is invalid.")}
 BODY_ERRORS: Responses = {
     408: error("The body did not arrive in time."),
     413: error("The body is over the route's limit (1 MiB unless documented otherwise)."),

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import Query
 
-from app.api.deps import DbDep, Responses, api_router, error
+from app.api.deps import INVALID_PARAMS, DbDep, Responses, api_router, error
 from app.api.errors import ApiError
 from app.db import Database
 from app.models import JobList, JobOut, JobStatus, QueueOverview
@@ -23,8 +23,7 @@ from app.queue.control import (
 
 router = api_router(prefix="/api/jobs", tags=["jobs"])
 
-INVALID: Responses = {422: error("A parameter is invalid.")}
-ONE_JOB: Responses = {**INVALID, 404: error("No job with this id (`unknown_job`).")}
+ONE_JOB: Responses = {**INVALID_PARAMS, 404: error("No job with this id (`unknown_job`).")}
 CHANGE: Responses = {
     **ONE_JOB,
     409: error(
@@ -62,7 +61,7 @@ async def overview(db: DbDep) -> QueueOverview:
         return QueueOverview(**await queue_overview(conn))
 
 
-@router.get("", response_model=JobList, responses=INVALID)
+@router.get("", response_model=JobList, responses=INVALID_PARAMS)
 async def jobs(
     db: DbDep,
     status: JobStatus | None = None,

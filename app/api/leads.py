@@ -8,7 +8,7 @@ from fastapi import Query, Response
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from app.api.deps import BODY_ERRORS, EngineDep, Responses, api_router, error
+from app.api.deps import BODY_ERRORS, INVALID_PARAMS, EngineDep, Responses, api_router, error
 from app.api.errors import ApiError
 from app.models import (
     ClientIn,
@@ -27,8 +27,7 @@ from app.models import (
 
 router = api_router(prefix="/api", tags=["leads"])
 
-INVALID: Responses = {422: error("A parameter is invalid.")}
-ONE_LEAD: Responses = {**INVALID, 404: error("No lead with this id (`unknown_lead`).")}
+ONE_LEAD: Responses = {**INVALID_PARAMS, 404: error("No lead with this id (`unknown_lead`).")}
 LEAD_FIELDS = ("name", "email", "phone", "sms_contact_id", "email_lead_id")
 # A messages answer holds at most this much message text (each text is at most 64 KiB).
 MAX_MESSAGES_BYTES = 4 * 1024 * 1024
@@ -56,7 +55,7 @@ async def clients_list(engine: EngineDep) -> ClientList:
         return ClientList(clients=[ClientOut(id=r.id, name=r.name) for r in rows])
 
 
-@router.get("/leads", response_model=LeadList, responses=INVALID)
+@router.get("/leads", response_model=LeadList, responses=INVALID_PARAMS)
 async def leads_list(
     client_id: str, engine: EngineDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> LeadList:

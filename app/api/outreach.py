@@ -8,7 +8,7 @@ from datetime import timedelta
 from fastapi import Response
 from sqlalchemy import insert, literal, select, text
 
-from app.api.deps import BODY_ERRORS, EngineDep, api_router, error
+from app.api.deps import BODY_ERRORS, INVALID_PARAMS, EngineDep, api_router, error
 from app.api.errors import ApiError
 from app.models import (
     CreatedResponse,
@@ -89,8 +89,8 @@ async def create_followup(body: FollowupIn, engine: EngineDep) -> CreatedRespons
     "/followups/{followup_id}",
     response_model=FollowupOut,
     responses={
+        **INVALID_PARAMS,
         404: error("No follow-up sequence with this id (`unknown_followup`)."),
-        422: error("A parameter is invalid."),
     },
 )
 async def followup(followup_id: str, engine: EngineDep) -> FollowupOut:

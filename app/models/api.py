@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -20,15 +20,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
+def request_schema(*examples: dict[str, Any]) -> ConfigDict:
+    """A request body's config: unknown fields refused, these examples in the OpenAPI doc."""
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": list(examples)})
+
+
 class SyncRequest(Strict):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"client_id": "acme", "lead_id": "lead-42", "channels": ["sms", "email"]},
-                {"client_id": "acme"},
-            ]
-        },
+    model_config = request_schema(
+        {"client_id": "acme", "lead_id": "lead-42", "channels": ["sms", "email"]},
+        {"client_id": "acme"},
     )
 
     client_id: Id
@@ -81,9 +81,7 @@ class JobList(BaseModel):
 
 
 class ClientIn(Strict):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"id": "acme", "name": "Acme Realty"}]}
-    )
+    model_config = request_schema({"id": "acme", "name": "Acme Realty"})
 
     id: Id
     name: Annotated[StorableStr, StringConstraints(min_length=1, max_length=200)]
@@ -104,25 +102,20 @@ class LeadIn(Strict):
 
 
 class LeadsIn(Strict):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
+    model_config = request_schema(
+        {
+            "client_id": "acme",
+            "leads": [
                 {
-                    "client_id": "acme",
-                    "leads": [
-                        {
-                            "id": "lead-42",
-                            "name": "Ada Lovelace",
-                            "email": "ada@example.com",
-                            "phone": "+15555550142",
-                            "sms_contact_id": "c-42",
-                            "email_lead_id": "e-42",
-                        }
-                    ],
+                    "id": "lead-42",
+                    "name": "Ada Lovelace",
+                    "email": "ada@example.com",
+                    "phone": "+15555550142",
+                    "sms_contact_id": "c-42",
+                    "email_lead_id": "e-42",
                 }
-            ]
-        },
+            ],
+        }
     )
 
     client_id: Id
@@ -241,24 +234,19 @@ class FollowupStepIn(Strict):
 
 
 class FollowupIn(Strict):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
+    model_config = request_schema(
+        {
+            "lead_id": "lead-42",
+            "steps": [
+                {"after_s": 86400, "channel": "sms", "text": "Still looking?"},
                 {
-                    "lead_id": "lead-42",
-                    "steps": [
-                        {"after_s": 86400, "channel": "sms", "text": "Still looking?"},
-                        {
-                            "after_s": 259200,
-                            "channel": "email",
-                            "subject": "New listings",
-                            "text": "Three new homes match your search.",
-                        },
-                    ],
-                }
-            ]
-        },
+                    "after_s": 259200,
+                    "channel": "email",
+                    "subject": "New listings",
+                    "text": "Three new homes match your search.",
+                },
+            ],
+        }
     )
 
     lead_id: Id
@@ -286,19 +274,14 @@ class FollowupOut(BaseModel):
 
 
 class ReactivationIn(Strict):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "spring",
-                    "client_id": "acme",
-                    "inactive_days": 90,
-                    "channel": "sms",
-                    "text": "Spring listings are out. Want a tour?",
-                }
-            ]
-        },
+    model_config = request_schema(
+        {
+            "id": "spring",
+            "client_id": "acme",
+            "inactive_days": 90,
+            "channel": "sms",
+            "text": "Spring listings are out. Want a tour?",
+        }
     )
 
     id: Id
