@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import Select, text
+from sqlalchemy import text
 
 from app.db import driver_connection
 from app.handlers.deps import job_handler
-from app.handlers.outreach import Outreach, deliver, select_send
+from app.handlers.outreach import Kind, deliver
 from app.handlers.ticks import hand_over, slot_end
 from app.handlers.timebox import BATCH, TimeBox
-from app.models import followup_steps, followups, leads
 from app.queue import JobContext, JobSpec, enqueue_many
 
 # Take the next due steps nobody has enqueued yet and mark them, in one statement; SKIP LOCKED
@@ -30,23 +27,6 @@ CLAIM_DUE_STEPS = text(
     RETURNING s.followup_id, s.index, s.due_at, f.lead_id
     """
 )
-
-
-def load_step(followup_id: str, index: int) -> Select[Any]:
-    """A step, its lead, and whether the lead replied since the sequence began."""
-    step = followup_steps
-    return (
-        select_send(step, followups.c.created_at)
-        .select_from(
-            step.join(followups, followups.c.id == step.c.followup_id).join(
-                leads, leads.c.id == followups.c.lead_id
-            )
-        )
-        .where(step.c.followup_id == followup_id, step.c.index == index)
-    )
-
-
-STEP = Outreach(followup_steps, ("followup_id", "index"), load_step)
 
 
 @job_handler("followups_tick", dedupe="forever")
@@ -78,4 +58,4 @@ async def followups_tick(ctx: JobContext) -> None:
 @job_handler("followup_send", dedupe="forever")
 async def followup_send(ctx: JobContext) -> None:
     """Send one step, unless it was sent, stopped, or the lead replied since the sequence began."""
-    await deliver(ctx, STEP, ctx.job.payload["followup_id"], ctx.job.payload["index"])
+    await deliver(ctx, Kind.FOLLOWUP_STEP, ctx.job.payload["followup_id"], ctx.job.payload["index"])

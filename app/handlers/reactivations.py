@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import Row, Select, select, text
+from sqlalchemy import Row, select, text
 
 from app.db import driver_connection
 from app.handlers.deps import job_handler
-from app.handlers.outreach import Outreach, deliver, select_send
+from app.handlers.outreach import Kind, deliver
 from app.handlers.ticks import hand_over
 from app.handlers.timebox import BATCH, TimeBox
-from app.models import leads, reactivation_enrollments, reactivations
+from app.models import reactivations
 from app.queue import JobContext, JobSpec, enqueue_many
 
 log = logging.getLogger("handoff.reactivations")
@@ -56,19 +56,6 @@ NO_IDENTITY = text(
                       AND m.sent_at > now() - make_interval(days => :inactive_days))
     """
 )
-
-
-def load_enrollment(reactivation_id: str, lead_id: str) -> Select[Any]:
-    """An enrollment, its lead, and whether the lead wrote since it was enrolled."""
-    enrollment = reactivation_enrollments
-    return (
-        select_send(enrollment, enrollment.c.created_at)
-        .select_from(enrollment.join(leads, leads.c.id == enrollment.c.lead_id))
-        .where(enrollment.c.reactivation_id == reactivation_id, enrollment.c.lead_id == lead_id)
-    )
-
-
-ENROLLMENT = Outreach(reactivation_enrollments, ("reactivation_id", "lead_id"), load_enrollment)
 
 
 @job_handler("reactivations_tick", dedupe="forever")
@@ -131,4 +118,4 @@ async def enroll_campaign(ctx: JobContext, campaign: Row[Any], box: TimeBox) -> 
 @job_handler("reactivation_send", dedupe="forever")
 async def reactivation_send(ctx: JobContext) -> None:
     """Send the campaign's text once, unless the lead came back on its own since enrolling."""
-    await deliver(ctx, ENROLLMENT, ctx.job.payload["reactivation_id"], ctx.job.lead_id)
+    await deliver(ctx, Kind.ENROLLMENT, ctx.job.payload["reactivation_id"], ctx.job.lead_id)
