@@ -99,6 +99,15 @@ async def fill_handoff(url: str, count: int, type: str = "noop", tag: str = "j")
         await conn.close()
 
 
+def handoff_runner(db: Any, jobs: Any) -> Any:
+    """handoff's runner as every drain row runs it."""
+    from app.queue import Runner
+
+    return Runner(
+        db, registry=jobs, concurrency=CONCURRENCY, job_timeout_s=JOB_TIMEOUT_S, lease_s=LEASE_S
+    )
+
+
 class Drains:
     """Fill a queue, then time how long each system takes to empty it."""
 
@@ -131,7 +140,6 @@ class Drains:
     ) -> float:
         """Jobs per second for handoff's runner (mode "runner") or worker (mode "worker")."""
         from app.db import asyncpg_dsn
-        from app.queue import Runner
         from app.queue.worker import Worker
 
         await reset_handoff(self.handoff_url)
@@ -149,13 +157,7 @@ class Drains:
 
         jobs = handoff_registry(noop=job)
         db = await open_handoff(self.handoff_url, POOL_SIZE)
-        runner = Runner(
-            db,
-            registry=jobs,
-            concurrency=CONCURRENCY,
-            job_timeout_s=JOB_TIMEOUT_S,
-            lease_s=LEASE_S,
-        )
+        runner = handoff_runner(db, jobs)
         dsn = asyncpg_dsn(self.handoff_url)
         try:
             started = time.perf_counter()
@@ -447,7 +449,6 @@ async def claim_vs_table_size_setup(cfg: Settings) -> AsyncIterator[dict[str, st
 
 
 async def claim_vs_table_size_measure(urls: dict[str, str], cfg: Settings) -> TableSizeFigures:
-    from app.queue import Runner
 
     sizes = table_sizes(cfg)
     batch = cfg.pick(5_000, 2_000)
@@ -463,13 +464,7 @@ async def claim_vs_table_size_measure(urls: dict[str, str], cfg: Settings) -> Ta
                 if kind == "runner":
                     db = await open_handoff(url, POOL_SIZE)
                     try:
-                        runner = Runner(
-                            db,
-                            registry=jobs,
-                            concurrency=CONCURRENCY,
-                            job_timeout_s=JOB_TIMEOUT_S,
-                            lease_s=LEASE_S,
-                        )
+                        runner = handoff_runner(db, jobs)
                         started = time.perf_counter()
                         await runner.drain(DRAIN_BUDGET_S)
                         rate = batch / (time.perf_counter() - started)

@@ -64,6 +64,26 @@ def chunk(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
+def email_event(message_id: str, **data: str) -> bytes:
+    """A signed-webhook body for an email.received event; `data` overrides its fields. JSON's
+    ensure_ascii sends NUL and lone surrogates as escapes, as a sender would."""
+    fields = {
+        "client_id": "acme",
+        "message_id": message_id,
+        "from": "someone@example.com",
+        "subject": "s",
+        "text": "t",
+        "received_at": "2026-01-01T10:00:00Z",
+        **data,
+    }
+    return json.dumps({"type": "email.received", "data": fields}).encode()
+
+
+async def post_signed(service, body: bytes, msg_id: str) -> httpx.Response:
+    headers = signed(WEBHOOK_SECRET, body, msg_id=msg_id)
+    return await service.anon.post("/webhooks/email", content=body, headers=headers)
+
+
 # --- 1. a long URL stalls nothing ----------------------------------------------------------
 
 
@@ -188,21 +208,7 @@ async def test_a_deeply_nested_body_is_422_and_the_connection_lives_on(service):
 @pytest.mark.parametrize("at", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
 async def test_a_received_at_postgres_cannot_hold_is_refused_at_intake(service, db, at):
     await seed(service, leads=0)
-    event = {
-        "type": "email.received",
-        "data": {
-            "client_id": "acme",
-            "message_id": "m-range",
-            "from": "someone@example.com",
-            "subject": "s",
-            "text": "t",
-            "received_at": at,
-        },
-    }
-    body = json.dumps(event).encode()
-    response = await service.anon.post(
-        "/webhooks/email", content=body, headers=signed(WEBHOOK_SECRET, body, msg_id="range")
-    )
+    response = await post_signed(service, email_event("m-range", received_at=at), "range")
     assert_error(response, 422, "validation_error")
     assert await db.fetchval("SELECT count(*) FROM jobs") == 0
 
@@ -347,21 +353,15 @@ def test_the_prompt_keeps_the_newest_messages_within_its_bound():
 
 async def test_a_webhook_with_text_postgres_cannot_store_is_accepted_and_stored(service, db):
     await seed(service, leads=0)
-    event = {
-        "type": "email.received",
-        "data": {
-            "client_id": "acme",
-            "message_id": "nul-1",
+    body = email_event(
+        "nul-1",
+        **{
             "from": "Nul \x00 Sender <nul.sender@example.com>",
             "subject": "lone \ud800 subject",
             "text": "nul \x00 text",
-            "received_at": "2026-01-01T10:00:00Z",
         },
-    }
-    body = json.dumps(event).encode()  # ensure_ascii: \u0000 and \ud800 as escapes
-    response = await service.anon.post(
-        "/webhooks/email", content=body, headers=signed(WEBHOOK_SECRET, body, msg_id="nul-1")
     )
+    response = await post_signed(service, body, "nul-1")
     assert response.status_code == 202, response.text
     await service.run_jobs()
     stored = await db.fetchrow("SELECT text, subject FROM messages WHERE channel = 'email'")
@@ -433,18 +433,7 @@ def test_every_form_of_a_secret_is_masked_in_log_lines():
 
 async def test_a_signature_with_junk_in_its_base64_is_refused(service, db):
     await seed(service, leads=0)
-    event = {
-        "type": "email.received",
-        "data": {
-            "client_id": "acme",
-            "message_id": "junk-1",
-            "from": "someone@example.com",
-            "subject": "s",
-            "text": "t",
-            "received_at": "2026-01-01T10:00:00Z",
-        },
-    }
-    body = json.dumps(event).encode()
+    body = email_event("junk-1")
     headers = signed(WEBHOOK_SECRET, body, msg_id="junk-1")
     version, signature = headers["webhook-signature"].split(",", 1)
     # Lenient base64 skips characters outside its alphabet: this still decodes to the right MAC.

@@ -186,7 +186,8 @@ async def test_job_timeout_ends_a_hanging_attempt_and_the_job_is_retried(
     summary = await service.run_jobs(budget_s=30)
     elapsed = time.monotonic() - started
 
-    assert 1 <= elapsed < 1 + 1.5, elapsed
+    # Well short of the provider's 6 s: a safety bound, not a speed measurement.
+    assert 1 <= elapsed < 5, elapsed
     assert (summary["retried"], summary["failed"], summary["succeeded"]) == (2, 0, 0)
     assert summary["stop_reason"] == "drained"
     rows = await db.fetch("SELECT status, attempts, last_error FROM jobs")
