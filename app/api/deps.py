@@ -12,6 +12,7 @@ dependency below, which is what puts the security scheme (the Authorize button) 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -37,7 +38,29 @@ async def get_engine(request: Request) -> AsyncEngine:
     return request.app.state.db.engine
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the API token (every client's data) or a client key (one client's)."""
+
+    client_id: str | None = None  # None: the API token
+    key_id: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.client_id is None
+
+    def sees(self, client_id: str | None) -> bool:
+        """Whether this caller may see (and change) what belongs to `client_id`."""
+        return self.client_id is None or self.client_id == client_id
+
+
+async def get_caller(request: Request) -> Caller:
+    """The caller the route's guard authenticated (set before the body was read)."""
+    return request.state.caller
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
 DbDep = Annotated[Database, Depends(get_db)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 
@@ -65,6 +88,7 @@ def _require(request: Request, secret: str | None, name: str) -> None:
 
 def check_api_token(request: Request) -> None:
     _require(request, request.app.state.settings.api_token, "API_TOKEN")
+    request.state.caller = Caller()
 
 
 def check_cron_secret(request: Request) -> None:
@@ -122,6 +146,11 @@ BODY_ERRORS: Responses = {
 
 def api_router(**kwargs: Any) -> APIRouter:
     """A router for API_TOKEN routes: the token is checked before any body is read."""
+    return guarded_router(check_api_token, dependencies=[ApiAuth], responses=AUTH_ERRORS, **kwargs)
+
+
+def admin_router(**kwargs: Any) -> APIRouter:
+    """A router for routes only the API token may call (never a client key)."""
     return guarded_router(check_api_token, dependencies=[ApiAuth], responses=AUTH_ERRORS, **kwargs)
 
 
