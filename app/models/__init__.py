@@ -49,6 +49,7 @@ from app.models.channels import channels_of, identity
 from app.models.slots import slot_key, slot_start
 from app.models.tables import (
     Client,
+    client_keys,
     clients,
     followup_steps,
     followups,
@@ -101,6 +102,7 @@ __all__ = [
     "Text",
     "UpsertedResponse",
     "channels_of",
+    "client_keys",
     "clients",
     "followup_steps",
     "followups",

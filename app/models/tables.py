@@ -158,6 +158,8 @@ jobs = Table(
         "finished_at",
         postgresql_where=text("status IN ('succeeded', 'failed', 'cancelled')"),
     ),
+    # 0005_client_keys
+    Index("jobs_client", "client_id", "id", postgresql_where=text("client_id IS NOT NULL")),
     postgresql_with={
         "autovacuum_vacuum_scale_factor": 0.02,
         "autovacuum_vacuum_threshold": 500,
@@ -242,6 +244,22 @@ runner_invocations = Table(
     _timestamp("finished_at", nullable=False, now=True),
     Column("summary", JSONB, nullable=False),
     Index("runner_invocations_finished", "finished_at"),
+)
+
+# 0005_client_keys
+
+client_keys = Table(
+    "client_keys",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("client_id", Text, ForeignKey("clients.id"), nullable=False),
+    # SHA-256 of the whole key, hex: the key itself is never stored.
+    Column("hash", Text, nullable=False),
+    Column("last4", Text, nullable=False),
+    _timestamp("created_at", nullable=False, now=True),
+    _timestamp("revoked_at"),
+    UniqueConstraint("hash", name="client_keys_hash_key"),
+    Index("client_keys_client", "client_id", "created_at"),
 )
 
 
