@@ -12,11 +12,13 @@ The one rule for SQL:
   without building SQL from strings; and most domain code already reads and writes this way.
   A statement Core cannot say plainly is `text()` with named parameters, beside its one use.
   A domain write that must commit with an enqueue passes `driver_connection(conn)` to it.
-- The one exception is measured: a statement a handler runs once per job on its hot path, where
+- The one exception is measured: a statement run once per job or per request on a hot path, where
   Core's BEGIN and COMMIT (or ROLLBACK) around each statement cost more round trips than the
   statement itself, is a named asyncpg statement beside its use, written whole (never two
   strings joined over shared `$n` parameters). Today: the sends' LOAD_SEND and RECORD_SEND
-  (app/handlers/outreach.py): 20,000 sends took 2.4 times as long as Core.
+  (app/handlers/outreach.py): 20,000 sends took 2.4 times as long as Core; and the guard's
+  FIND_LIVE_KEY (app/api/deps.py), on every request made with a client key: 0.23-0.31 ms
+  against Core's 0.88-1.07 ms (median of 3,000 lookups among 20,000 keys).
 """
 
 from __future__ import annotations

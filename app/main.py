@@ -13,6 +13,7 @@ from app.api import (
     errors,
     health,
     jobs,
+    keys,
     leads,
     metrics,
     outreach,
@@ -54,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for router in (sync, webhooks, cron, jobs, leads, outreach, metrics, health, dashboard):
         app.include_router(router.router)
+    app.include_router(leads.admin)
+    app.include_router(keys.router)
     dashboard.mount_static(app)
     return app
 

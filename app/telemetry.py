@@ -3,7 +3,8 @@
 Every line is one JSON object. Code logs ids, counts and error classes, never message text,
 subjects, addresses or secrets; as a second line of defence every string that reaches a log
 line passes through `scrub`, which masks anything shaped like an email address or a phone
-number, and any secret registered with `register_secret` (as given, URL-encoded or base64).
+number, any secret registered with `register_secret` (as given, URL-encoded or base64), and
+anything shaped like a client key (`hk_…`, which the process cannot know in advance).
 
 Log lines carry untrusted text (a request's path and query), so every pattern here runs in
 linear time: a match may only start where a run of its characters starts, and unbounded
@@ -31,6 +32,9 @@ _EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[
 # bounded (no written phone number is longer), so each start scans a few dozen characters.
 _PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d\s().-]{7,24}\d(?!\w)")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+# A client key (app.api.deps): a fixed length after a literal start, so each start scans 46
+# characters at most. A key in an address (`/?token=hk_…`) would otherwise reach the access log.
+_CLIENT_KEY = re.compile(r"hk_[A-Za-z0-9_-]{43}")
 # Identifiers are logged as they are, digit runs included, since they are how a line is joined
 # to its job and lead: a job id passes nine digits at its 100 millionth job, a lead id may carry
 # a date and a number. Ids hold only A-Za-z0-9_.:- (no address fits); the README asks callers
@@ -108,6 +112,8 @@ def scrub(value: str, *, phones: bool = True) -> str:
     for secret in _secrets:
         if secret in value:
             value = value.replace(secret, "[secret]")
+    if "hk_" in value:
+        value = _CLIENT_KEY.sub("[secret]", value)
     if "@" in value:
         value = _EMAIL.sub("[email]", value)
     if phones:

@@ -33,15 +33,17 @@ def test_the_document_is_valid_openapi(spec):
 def test_bearer_schemes_are_declared_and_every_guarded_operation_names_one(spec):
     schemes = spec["components"]["securitySchemes"]
     assert schemes["ApiToken"] == {**schemes["ApiToken"], "type": "http", "scheme": "bearer"}
-    assert schemes["CronSecret"]["scheme"] == "bearer"
+    assert schemes["ClientKey"]["scheme"] == schemes["CronSecret"]["scheme"] == "bearer"
     for path, method, operation in operations(spec):
         names = {name for entry in operation.get("security", []) for name in entry}
         if path in PUBLIC:
             assert not names, (method, path)
         elif path.startswith("/api/cron/"):
             assert names == {"CronSecret"}, (method, path)
-        else:
+        elif "403" in operation["responses"]:  # API token only: a client key is forbidden
             assert names == {"ApiToken"}, (method, path)
+        else:
+            assert names == {"ApiToken", "ClientKey"}, (method, path)
 
 
 def test_every_error_answer_is_documented_in_the_real_shape(spec):

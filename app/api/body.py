@@ -2,16 +2,16 @@
 
 FastAPI reads and parses a route's JSON body before it runs the route's dependencies, so a
 bearer check done as a dependency comes after the whole body is in memory. `guarded_router`
-gives a router whose routes check their bearer token first, then read the body up to its
-limit (refusing as soon as the limit is passed, by `Content-Length` or as it arrives), then
-hand it to FastAPI already read and parsed.
+gives a router whose routes check their caller first (awaited: a client key is looked up in the
+database), then read the body up to its limit (refusing as soon as the limit is passed, by
+`Content-Length` or as it arrives), then hand it to FastAPI already read and parsed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -28,7 +28,7 @@ BODY_LIMITS = {
     "/api/followups": 2 * 1024 * 1024,
 }
 
-Check = Callable[[Request], None]
+Check = Callable[[Request], Awaitable[None]]
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
@@ -73,7 +73,7 @@ def guarded_router(check: Check, **kwargs: Any) -> APIRouter:
             limit = body_limit(self.path)
 
             async def guarded(request: Request) -> Response:
-                check(request)
+                await check(request)
                 if reads_body:
                     body = await read_capped(request, limit)
                     # Starlette's Request keeps what it has read here; FastAPI reads it back.

@@ -1,4 +1,7 @@
-"""Jobs: read them, retry a failed one, cancel a pending one."""
+"""Jobs: read them, retry a failed one, cancel a pending one.
+
+A client key sees its client's jobs only: another client's job, and a job of no client (the
+cron ticks), answers 404 as one that does not exist, and is left out of lists."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import Query
 
-from app.api.deps import INVALID_PARAMS, DbDep, Responses, api_router, error
+from app.api.deps import INVALID_PARAMS, Caller, CallerDep, DbDep, Responses, api_router, error
 from app.api.errors import ApiError
 from app.db import Database
 from app.models import JobList, JobOut, JobStatus, QueueOverview
@@ -37,10 +40,10 @@ def job_out(row: dict[str, Any]) -> JobOut:
     return JobOut(**{**row, "id": str(row["id"])})
 
 
-async def _change(db: Database, job_id: str, change, verb: str) -> JobOut:
+async def _change(db: Database, caller: Caller, job_id: str, change, verb: str) -> JobOut:
     try:
         async with db.acquire() as conn:
-            return job_out(await change(conn, job_id))
+            return job_out(await change(conn, job_id, caller.client_id))
     except JobNotFound:
         raise ApiError(404, "unknown_job", "No job with this id.") from None
     except DuplicateActive as twin:
@@ -64,29 +67,32 @@ async def overview(db: DbDep) -> QueueOverview:
 @router.get("", response_model=JobList, responses=INVALID_PARAMS)
 async def jobs(
     db: DbDep,
+    caller: CallerDep,
     status: JobStatus | None = None,
     type: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JobList:
     """List jobs, newest first."""
     async with db.acquire() as conn:
-        rows = await list_jobs(conn, status=status, type=type, limit=limit)
+        rows = await list_jobs(
+            conn, status=status, type=type, limit=limit, client_id=caller.client_id
+        )
     return JobList(jobs=[job_out(r) for r in rows])
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=ONE_JOB)
-async def job(job_id: str, db: DbDep) -> JobOut:
+async def job(job_id: str, db: DbDep, caller: CallerDep) -> JobOut:
     """One job."""
-    return await _change(db, job_id, get_job, "read")
+    return await _change(db, caller, job_id, get_job, "read")
 
 
 @router.post("/{job_id}/retry", response_model=JobOut, responses=CHANGE)
-async def retry(job_id: str, db: DbDep) -> JobOut:
+async def retry(job_id: str, db: DbDep, caller: CallerDep) -> JobOut:
     """Put a failed or cancelled job back in the queue."""
-    return await _change(db, job_id, retry_job, "retried")
+    return await _change(db, caller, job_id, retry_job, "retried")
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=CHANGE)
-async def cancel(job_id: str, db: DbDep) -> JobOut:
+async def cancel(job_id: str, db: DbDep, caller: CallerDep) -> JobOut:
     """Cancel a pending job."""
-    return await _change(db, job_id, cancel_job, "cancelled")
+    return await _change(db, caller, job_id, cancel_job, "cancelled")

@@ -1,14 +1,32 @@
-"""Clients and leads: idempotent upserts and reads."""
+"""Clients and leads: idempotent upserts and reads, each caller's own.
+
+A client key sees its own client and that client's leads; another client's lead answers 404 as
+one that does not exist. Lead ids are unique across the deployment (`GET /api/leads/{id}` names
+no client), so a lead id another client holds is refused with 409 `lead_id_taken`, which says
+only that the id is taken.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Query, Response
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.api.deps import BODY_ERRORS, INVALID_PARAMS, EngineDep, Responses, api_router, error
+from app.api.deps import (
+    BODY_ERRORS,
+    INVALID_PARAMS,
+    Caller,
+    CallerDep,
+    EngineDep,
+    Responses,
+    admin_router,
+    api_router,
+    error,
+    unknown_client,
+)
 from app.api.errors import ApiError
 from app.models import (
     ClientIn,
@@ -26,6 +44,8 @@ from app.models import (
 )
 
 router = api_router(prefix="/api", tags=["leads"])
+# Creating and renaming clients is for the API token alone.
+admin = admin_router(prefix="/api", tags=["leads"])
 
 ONE_LEAD: Responses = {**INVALID_PARAMS, 404: error("No lead with this id (`unknown_lead`).")}
 LEAD_FIELDS = ("name", "email", "phone", "sms_contact_id", "email_lead_id")
@@ -34,7 +54,20 @@ MAX_MESSAGES_BYTES = 4 * 1024 * 1024
 TRUNCATED_HEADER = "X-Messages-Truncated"
 
 
-@router.post("/clients", response_model=ClientOut, responses=BODY_ERRORS)
+def leads_of(caller: Caller) -> list[ColumnElement[bool]]:
+    """Conditions on `leads` that keep the caller's leads only (none for the API token)."""
+    return [] if caller.is_admin else [leads.c.client_id == caller.client_id]
+
+
+async def client_exists(conn: AsyncConnection, client_id: str) -> bool:
+    return await conn.scalar(select(clients.c.id).where(clients.c.id == client_id)) is not None
+
+
+def unknown_lead() -> ApiError:
+    return ApiError(404, "unknown_lead", "No lead with this id.")
+
+
+@admin.post("/clients", response_model=ClientOut, responses=BODY_ERRORS)
 async def upsert_client(body: ClientIn, engine: EngineDep) -> ClientOut:
     """Create or rename a client."""
     statement = (
@@ -48,21 +81,35 @@ async def upsert_client(body: ClientIn, engine: EngineDep) -> ClientOut:
 
 
 @router.get("/clients", response_model=ClientList)
-async def clients_list(engine: EngineDep) -> ClientList:
-    """Every client, by id."""
+async def clients_list(engine: EngineDep, caller: CallerDep) -> ClientList:
+    """Every client, by id; with a client key, that key's client alone."""
+    query = select(clients.c.id, clients.c.name).order_by(clients.c.id)
+    if not caller.is_admin:
+        query = query.where(clients.c.id == caller.client_id)
     async with engine.connect() as conn:
-        rows = await conn.execute(select(clients.c.id, clients.c.name).order_by(clients.c.id))
+        rows = await conn.execute(query)
         return ClientList(clients=[ClientOut(id=r.id, name=r.name) for r in rows])
 
 
-@router.get("/leads", response_model=LeadList, responses=INVALID_PARAMS)
+@router.get(
+    "/leads",
+    response_model=LeadList,
+    responses={**INVALID_PARAMS, 404: error("No client with this id (`unknown_client`).")},
+)
 async def leads_list(
-    client_id: str, engine: EngineDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    client_id: str,
+    engine: EngineDep,
+    caller: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> LeadList:
     """A client's leads, by id."""
+    if not caller.sees(client_id):
+        raise unknown_client()
     query = select(leads).where(leads.c.client_id == client_id).order_by(leads.c.id).limit(limit)
     async with engine.connect() as conn:
-        rows = await conn.execute(query)
+        rows = (await conn.execute(query)).all()
+        if not rows and not await client_exists(conn, client_id):
+            raise unknown_client()
         return LeadList(leads=[LeadOut(**r._mapping) for r in rows])
 
 
@@ -72,12 +119,14 @@ async def leads_list(
     responses={
         **BODY_ERRORS,
         404: error("No client with this id (`unknown_client`)."),
-        409: error("A lead id belongs to another client (`lead_of_other_client`)."),
+        409: error("A lead id is taken: lead ids are unique across clients (`lead_id_taken`)."),
         413: error("The body is over 4 MiB."),
     },
 )
-async def upsert_leads(body: LeadsIn, engine: EngineDep) -> UpsertedResponse:
+async def upsert_leads(body: LeadsIn, engine: EngineDep, caller: CallerDep) -> UpsertedResponse:
     """Create or update up to 1,000 leads of a client; a field left out keeps its value."""
+    if not caller.sees(body.client_id):
+        raise unknown_client()
     rows = {lead.id: {"client_id": body.client_id, **lead.model_dump()} for lead in body.leads}
     statement = insert(leads).values(list(rows.values()))
     statement = statement.on_conflict_do_update(
@@ -90,23 +139,26 @@ async def upsert_leads(body: LeadsIn, engine: EngineDep) -> UpsertedResponse:
         where=leads.c.client_id == statement.excluded.client_id,
     ).returning(leads.c.id)
     async with engine.begin() as conn:
-        if await conn.scalar(select(clients.c.id).where(clients.c.id == body.client_id)) is None:
-            raise ApiError(404, "unknown_client", "No client with this id.")
+        if not await client_exists(conn, body.client_id):
+            raise unknown_client()
         written = (await conn.execute(statement)).all()
         if len(written) != len(rows):
+            # Which ids, and whose, is not said: only that lead ids are unique.
             raise ApiError(
-                409, "lead_of_other_client", "Some lead ids already belong to another client."
+                409, "lead_id_taken", "Some of these lead ids are taken; lead ids are unique."
             )
     return UpsertedResponse(upserted=len(rows))
 
 
 @router.get("/leads/{lead_id}", response_model=LeadOut, responses=ONE_LEAD)
-async def lead(lead_id: str, engine: EngineDep) -> LeadOut:
+async def lead(lead_id: str, engine: EngineDep, caller: CallerDep) -> LeadOut:
     """One lead, with its score."""
     async with engine.connect() as conn:
-        row = (await conn.execute(select(leads).where(leads.c.id == lead_id))).first()
+        row = (
+            await conn.execute(select(leads).where(leads.c.id == lead_id, *leads_of(caller)))
+        ).first()
     if row is None:
-        raise ApiError(404, "unknown_lead", "No lead with this id.")
+        raise unknown_lead()
     return LeadOut(**row._mapping)
 
 
@@ -115,6 +167,7 @@ async def lead_messages(
     lead_id: str,
     response: Response,
     engine: EngineDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> MessageList:
     """A lead's latest messages, oldest first: up to `limit`, and up to 4 MiB of text
@@ -129,8 +182,11 @@ async def lead_messages(
         .subquery()
     )
     async with engine.connect() as conn:
-        if await conn.scalar(select(leads.c.id).where(leads.c.id == lead_id)) is None:
-            raise ApiError(404, "unknown_lead", "No lead with this id.")
+        if (
+            await conn.scalar(select(leads.c.id).where(leads.c.id == lead_id, *leads_of(caller)))
+            is None
+        ):
+            raise unknown_lead()
         rows = (
             await conn.execute(
                 select(latest)

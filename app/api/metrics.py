@@ -1,15 +1,15 @@
-"""GET /metrics: Prometheus text, behind the API token."""
+"""GET /metrics: Prometheus text, for the API token alone (the counts span every client)."""
 
 from __future__ import annotations
 
 from fastapi import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.api.deps import DbDep, api_router
+from app.api.deps import DbDep, admin_router
 from app.metrics import render
 from app.queue.control import queue_state
 
-router = api_router(tags=["metrics"])
+router = admin_router(tags=["metrics"])
 
 
 @router.get(

@@ -1,4 +1,5 @@
-"""Follow-up sequences and reactivation campaigns."""
+"""Follow-up sequences and reactivation campaigns, each caller's own: a client key reaches its
+client's leads, sequences and campaigns only; another client's answer 404 as if not there."""
 
 from __future__ import annotations
 
@@ -8,8 +9,17 @@ from datetime import timedelta
 from fastapi import Response
 from sqlalchemy import insert, literal, select, text
 
-from app.api.deps import BODY_ERRORS, INVALID_PARAMS, EngineDep, api_router, error
+from app.api.deps import (
+    BODY_ERRORS,
+    INVALID_PARAMS,
+    CallerDep,
+    EngineDep,
+    api_router,
+    error,
+    unknown_client,
+)
 from app.api.errors import ApiError
+from app.api.leads import leads_of
 from app.models import (
     CreatedResponse,
     FollowupIn,
@@ -55,16 +65,21 @@ UPSERT_REACTIVATION = text(
         413: error("The body is over 2 MiB."),
     },
 )
-async def create_followup(body: FollowupIn, engine: EngineDep) -> CreatedResponse:
+async def create_followup(
+    body: FollowupIn, engine: EngineDep, caller: CallerDep
+) -> CreatedResponse:
     """Start a follow-up sequence: step n is due after_s seconds from now."""
     followup_id = f"fu_{secrets.token_hex(10)}"
     async with engine.begin() as conn:
-        # Inserted only if the lead exists: no row back means an unknown lead.
+        # Inserted only if the lead exists (and is the caller's): no row back means an
+        # unknown lead.
         created_at = await conn.scalar(
             insert(followups)
             .from_select(
                 ["id", "lead_id"],
-                select(literal(followup_id), leads.c.id).where(leads.c.id == body.lead_id),
+                select(literal(followup_id), leads.c.id).where(
+                    leads.c.id == body.lead_id, *leads_of(caller)
+                ),
             )
             .returning(followups.c.created_at)
         )
@@ -93,7 +108,7 @@ async def create_followup(body: FollowupIn, engine: EngineDep) -> CreatedRespons
         404: error("No follow-up sequence with this id (`unknown_followup`)."),
     },
 )
-async def followup(followup_id: str, engine: EngineDep) -> FollowupOut:
+async def followup(followup_id: str, engine: EngineDep, caller: CallerDep) -> FollowupOut:
     """A sequence and the state of each of its steps."""
     step = followup_steps
     async with engine.connect() as conn:
@@ -111,7 +126,9 @@ async def followup(followup_id: str, engine: EngineDep) -> FollowupOut:
                     step.c.provider_message_id,
                 )
                 .join_from(followups, step, step.c.followup_id == followups.c.id)
-                .where(followups.c.id == followup_id)
+                # A sequence is its lead's client's.
+                .join(leads, leads.c.id == followups.c.lead_id)
+                .where(followups.c.id == followup_id, *leads_of(caller))
                 .order_by(step.c.index)
             )
         ).all()
@@ -134,9 +151,11 @@ async def followup(followup_id: str, engine: EngineDep) -> FollowupOut:
     },
 )
 async def upsert_reactivation(
-    body: ReactivationIn, response: Response, engine: EngineDep
+    body: ReactivationIn, response: Response, engine: EngineDep, caller: CallerDep
 ) -> ReactivationOut:
     """Create (201) or update (200) a campaign; each inactive lead gets its text once."""
+    if not caller.sees(body.client_id):
+        raise unknown_client()
     async with engine.begin() as conn:
         if await conn.scalar(select(clients.c.id).where(clients.c.id == body.client_id)) is None:
             raise ApiError(404, "unknown_client", "No client with this id.")

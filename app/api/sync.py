@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from fastapi import Response
 
-from app.api.deps import BODY_ERRORS, DbDep, api_router, error
+from app.api.deps import BODY_ERRORS, CallerDep, DbDep, api_router, error, unknown_client
 from app.api.errors import ApiError
 from app.models import CHANNELS, JobRef, SyncRequest, SyncResponse, channels_of
 from app.queue import JobSpec, enqueue, enqueue_many
 
 router = api_router(tags=["sync"])
+
+
+def unknown_lead() -> ApiError:
+    return ApiError(404, "unknown_lead", "No lead with this id for this client.")
 
 
 @router.post(
@@ -30,8 +34,11 @@ router = api_router(tags=["sync"])
         404: error("No such client (`unknown_client`) or lead (`unknown_lead`)."),
     },
 )
-async def sync(body: SyncRequest, response: Response, db: DbDep) -> SyncResponse:
+async def sync(body: SyncRequest, response: Response, db: DbDep, caller: CallerDep) -> SyncResponse:
     """Enqueue a sync of one lead's conversations, or of every lead of a client."""
+    if not caller.sees(body.client_id):
+        # Another client's id: answered as an unknown client's would be, below.
+        raise unknown_lead() if body.lead_id is not None else unknown_client()
     # Two single-statement reads and writes, no transaction around them: the lead (or
     # client) read only decides what to enqueue, and the enqueue is one atomic upsert.
     async with db.acquire() as conn:
@@ -42,7 +49,7 @@ async def sync(body: SyncRequest, response: Response, db: DbDep) -> SyncResponse
                 body.client_id,
             )
             if lead is None:
-                raise ApiError(404, "unknown_lead", "No lead with this id for this client.")
+                raise unknown_lead()
             channels = channels_of(lead, body.channels)
             if not channels:
                 raise ApiError(
@@ -55,7 +62,7 @@ async def sync(body: SyncRequest, response: Response, db: DbDep) -> SyncResponse
             jobs = await enqueue_many(conn, "conversation_sync", specs)
         else:
             if await conn.fetchval("SELECT 1 FROM clients WHERE id = $1", body.client_id) is None:
-                raise ApiError(404, "unknown_client", "No client with this id.")
+                raise unknown_client()
             channels = [c for c in CHANNELS if body.channels is None or c in body.channels]
             jobs = [
                 await enqueue(

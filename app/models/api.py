@@ -301,3 +301,29 @@ class ReactivationOut(BaseModel):
     subject: str | None
     created_at: datetime
     updated_at: datetime
+
+
+# --- client keys --------------------------------------------------------------------------
+
+
+class ClientKeyCreated(BaseModel):
+    """A new key: `key` is in this answer only (only its hash is stored)."""
+
+    id: str
+    key: str
+    client_id: str
+    created_at: datetime
+
+
+class ClientKeyOut(BaseModel):
+    """A key as listed: never the key itself, nor its hash; `last4` tells keys apart."""
+
+    id: str
+    client_id: str
+    last4: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ClientKeyList(BaseModel):
+    keys: list[ClientKeyOut]

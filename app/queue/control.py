@@ -36,20 +36,32 @@ def parse_job_id(value: str) -> int | None:
     return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else None
 
 
-async def get_job(conn: asyncpg.Connection, job_id: str) -> dict[str, Any]:
+async def get_job(
+    conn: asyncpg.Connection, job_id: str, client_id: str | None = None
+) -> dict[str, Any]:
+    """The job; JobNotFound if there is none, or (given `client_id`) it is not that client's."""
     key = parse_job_id(job_id)
     row = None
     if key is not None:
-        row = await conn.fetchrow(QUERIES["get_job"], key)
+        row = await conn.fetchrow(QUERIES["get_job"], key, client_id)
     if row is None:
         raise JobNotFound(job_id)
     return dict(row)
 
 
 async def list_jobs(
-    conn: asyncpg.Connection, *, status: str | None, type: str | None, limit: int
+    conn: asyncpg.Connection,
+    *,
+    status: str | None,
+    type: str | None,
+    limit: int,
+    client_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    rows = await conn.fetch(QUERIES["list_jobs"], status, type, limit)
+    """Newest first; given `client_id`, only that client's jobs."""
+    if client_id is None:
+        rows = await conn.fetch(QUERIES["list_jobs"], status, type, limit)
+    else:
+        rows = await conn.fetch(QUERIES["list_client_jobs"], status, type, limit, client_id)
     return [dict(row) for row in rows]
 
 
@@ -79,9 +91,12 @@ async def queue_overview(conn: asyncpg.Connection, runs: int = 10) -> dict[str, 
     }
 
 
-async def retry_job(conn: asyncpg.Connection, job_id: str) -> dict[str, Any]:
-    """failed/cancelled -> pending; DuplicateActive when a twin holds the key."""
-    job = await get_job(conn, job_id)
+async def retry_job(
+    conn: asyncpg.Connection, job_id: str, client_id: str | None = None
+) -> dict[str, Any]:
+    """failed/cancelled -> pending; DuplicateActive when a twin holds the key. Given
+    `client_id`, another client's job is JobNotFound and stays as it is."""
+    job = await get_job(conn, job_id, client_id)
     try:
         async with conn.transaction():
             updated = await conn.fetchval(QUERIES["manual_retry"], job["id"])
@@ -96,9 +111,11 @@ async def retry_job(conn: asyncpg.Connection, job_id: str) -> dict[str, Any]:
     return await get_job(conn, job_id)
 
 
-async def cancel_job(conn: asyncpg.Connection, job_id: str) -> dict[str, Any]:
-    """pending -> cancelled."""
-    job = await get_job(conn, job_id)
+async def cancel_job(
+    conn: asyncpg.Connection, job_id: str, client_id: str | None = None
+) -> dict[str, Any]:
+    """pending -> cancelled; another client's job (given `client_id`) is JobNotFound."""
+    job = await get_job(conn, job_id, client_id)
     if await conn.fetchval(QUERIES["cancel"], job["id"]) is None:
         raise InvalidTransition((await get_job(conn, job_id))["status"])
     return await get_job(conn, job_id)

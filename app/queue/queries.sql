@@ -137,9 +137,10 @@ WHERE id = $1 AND status = 'pending'
 RETURNING id
 
 -- get_job --
+-- $2, when given, scopes the read to one client's jobs (a job of no client is nobody's).
 SELECT id, type, status, dedupe_key, client_id, lead_id, attempts, max_attempts, run_at,
        created_at, started_at, finished_at, last_error, enqueue_count
-FROM jobs WHERE id = $1
+FROM jobs WHERE id = $1 AND ($2::text IS NULL OR client_id = $2)
 
 -- list_jobs --
 -- A NULL filter matches everything; newest first by id (ids only grow).
@@ -147,6 +148,16 @@ SELECT id, type, status, dedupe_key, client_id, lead_id, attempts, max_attempts,
        created_at, started_at, finished_at, last_error, enqueue_count
 FROM jobs
 WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR type = $2)
+ORDER BY id DESC LIMIT $3
+
+-- list_client_jobs --
+-- list_jobs for one client ($4), read backwards along jobs_client. A statement of its own: an
+-- optional "$4 IS NULL OR client_id = $4" is planned without the index (100-200 ms against
+-- 0.1-0.4 ms for a client's 100 newest among a million jobs).
+SELECT id, type, status, dedupe_key, client_id, lead_id, attempts, max_attempts, run_at,
+       created_at, started_at, finished_at, last_error, enqueue_count
+FROM jobs
+WHERE client_id = $4 AND ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR type = $2)
 ORDER BY id DESC LIMIT $3
 
 -- expired_jobs --
