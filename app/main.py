@@ -16,6 +16,7 @@ from app.api import (
     leads,
     metrics,
     outreach,
+    providers,
     sync,
     webhooks,
 )
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for router in (sync, webhooks, cron, jobs, leads, outreach, metrics, health, dashboard):
         app.include_router(router.router)
+    app.include_router(providers.router)
     dashboard.mount_static(app)
     return app
 
