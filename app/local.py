@@ -3,7 +3,9 @@
     python -m app.local [--host 127.0.0.1] [--port 8000]
 
 Settings from the environment win; what is unset gets a local default: the embedded database
-under ./.data/, the sandbox providers mounted at /sandbox, and freshly generated secrets. Beside
+under ./.data/, the sandbox providers mounted at /sandbox, freshly generated secrets, and an
+encryption key for provider accounts generated once and kept under ./.data/ (so the accounts
+stored in the embedded database stay readable across runs). Beside
 the API it runs one worker and plays vercel.json's cron schedule against the API, all in this
 one process, so jobs drain by themselves as they would in production.
 """
@@ -14,6 +16,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import os
 import secrets
 import signal
 import socket
@@ -22,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
+from cryptography.fernet import Fernet
 from sqlalchemy.dialects.postgresql import insert
 
 from app.db import make_engine, start_embedded
@@ -61,6 +65,19 @@ async def seed_demo(url: str) -> None:
         await engine.dispose()
 
 
+def local_encryption_key(data_dir: Path) -> str:
+    """The local run's Fernet key: made on the first run, readable by this user alone, then
+    read back on every run after."""
+    path = data_dir / "encryption.key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as file:
+                file.write(Fernet.generate_key())
+    return path.read_text().strip()
+
+
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex((host, port)) != 0
@@ -89,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         "cron_secret": env.cron_secret or secrets.token_urlsafe(24),
         "webhook_secret": env.webhook_secret
         or "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(),
+        "encryption_keys": env.encryption_keys or local_encryption_key(args.data_dir.resolve()),
     }
     for provider in ("sms", "email", "ai"):
         if not getattr(env, f"{provider}_provider_url"):

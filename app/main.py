@@ -17,6 +17,7 @@ from app.api import (
     leads,
     metrics,
     outreach,
+    providers,
     sync,
     webhooks,
 )
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router.router)
     app.include_router(leads.admin)
     app.include_router(keys.router)
+    app.include_router(providers.router)
     dashboard.mount_static(app)
     return app
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import base64
 import binascii
 import sys
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from urllib.parse import urlsplit
 
+from cryptography.fernet import Fernet, MultiFernet
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,6 +21,26 @@ MIN_TOKEN_CHARS = 16
 MIN_WEBHOOK_KEY_BYTES = 24
 # Supabase's pooler answers session mode on 5432 and transaction mode on this port.
 SUPABASE_TRANSACTION_PORT = 6543
+
+
+def check_webhook_secret(value: str) -> str:
+    """The value if it is a Standard Webhooks secret with a long enough key, else ValueError
+    (whose message never quotes the value)."""
+    raw = value.removeprefix("whsec_")
+    try:
+        decoded = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if not decoded:
+        raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64")
+    if len(decoded) < MIN_WEBHOOK_KEY_BYTES:
+        raise ValueError(f"its key must be at least {MIN_WEBHOOK_KEY_BYTES} bytes")
+    return value
+
+
+def split_keys(value: str | None) -> list[str]:
+    """The comma-separated keys of ENCRYPTION_KEYS, in order, blanks dropped."""
+    return [key.strip() for key in (value or "").split(",") if key.strip()]
 
 
 class Settings(BaseSettings):
@@ -54,6 +75,10 @@ class Settings(BaseSettings):
     ai_provider_url: str | None = None
     ai_provider_key: str = ""
     ai_model: str = "gpt-4o-mini"
+    # Fernet keys (comma-separated) for provider accounts' secrets at rest: the first encrypts,
+    # every one decrypts, so a key rotates by going in front, `python -m app.accounts rotate`,
+    # then dropping the old one. Unset: provider accounts cannot be stored (503).
+    encryption_keys: str | None = None
 
     # The runner function's maxDuration on Vercel; the runner's budget is this minus the margin.
     runner_max_duration_s: float = Field(800, gt=0, le=86_400)
@@ -92,6 +117,20 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
+    @field_validator("encryption_keys")
+    @classmethod
+    def _fernet_keys(cls, value: str | None) -> str | None:
+        keys = split_keys(value)
+        for position, key in enumerate(keys, start=1):
+            try:
+                Fernet(key)
+            except (ValueError, TypeError):
+                raise ValueError(
+                    f"key {position} is not a Fernet key (32 url-safe base64-encoded bytes, "
+                    "as Fernet.generate_key() makes)"
+                ) from None
+        return ",".join(keys) or None
+
     @field_validator("database_pooled", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -111,22 +150,19 @@ class Settings(BaseSettings):
     def _whsec(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        raw = value.removeprefix("whsec_")
-        try:
-            decoded = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            decoded = b""
-        if not decoded:
-            raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64")
-        if len(decoded) < MIN_WEBHOOK_KEY_BYTES:
-            raise ValueError(f"its key must be at least {MIN_WEBHOOK_KEY_BYTES} bytes")
-        return value
+        return check_webhook_secret(value)
 
     @model_validator(mode="after")
     def _margin_below_duration(self) -> Settings:
         if self.runner_safety_margin_s >= self.runner_max_duration_s:
             raise ValueError("RUNNER_SAFETY_MARGIN_S must be below RUNNER_MAX_DURATION_S")
         return self
+
+    @cached_property
+    def encryption(self) -> MultiFernet | None:
+        """ENCRYPTION_KEYS as one MultiFernet (the first key encrypts), or None when unset."""
+        keys = split_keys(self.encryption_keys)
+        return MultiFernet([Fernet(key) for key in keys]) if keys else None
 
     @property
     def runner_budget_s(self) -> float:

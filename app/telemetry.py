@@ -98,6 +98,8 @@ def register_secrets(settings: Any) -> None:
         "ai_provider_key",
     ):
         register_secret(getattr(settings, name))
+    for key in (getattr(settings, "encryption_keys", None) or "").split(","):
+        register_secret(key.strip())
 
 
 def _mask_phone(match: re.Match[str]) -> str:

@@ -10,7 +10,7 @@ from openapi_spec_validator import validate
 from app.main import create_app
 from app.settings import Settings
 
-PUBLIC = {"/healthz", "/readyz", "/webhooks/email"}
+PUBLIC = {"/healthz", "/readyz", "/webhooks/email", "/webhooks/email/{client_id}"}
 ERROR_REF = "#/components/schemas/ErrorOut"
 
 

@@ -62,6 +62,9 @@ INVALID = [
     ("API_TOKEN", "fifteen-chars15"),
     ("CRON_SECRET", "short-secret"),
     ("WEBHOOK_SECRET", "whsec_" + base64.b64encode(b"k" * 23).decode()),
+    # Not a Fernet key (32 url-safe base64 bytes), alone or after a valid one.
+    ("ENCRYPTION_KEYS", "not-a-fernet-key"),
+    ("ENCRYPTION_KEYS", base64.urlsafe_b64encode(b"k" * 32).decode() + ",short"),
 ]
 
 

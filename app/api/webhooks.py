@@ -1,21 +1,33 @@
-"""POST /webhooks/email: Standard Webhooks (and Svix-named) deliveries of received email."""
+"""POST /webhooks/email: Standard Webhooks (and Svix-named) deliveries of received email.
+
+`/webhooks/email` is verified with WEBHOOK_SECRET; `/webhooks/email/{client_id}` with the
+`webhook_secret` of that client's email account, so each client's provider signs with its own.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+import copy
+import logging
+import secrets
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from app.accounts import AccountUnreadable, load_account
 from app.api.body import parse_json, read_capped
 from app.api.deps import DbDep, SettingsDep, error
 from app.api.errors import ApiError, describe_validation_error
+from app.db import Database
 from app.metrics import WEBHOOK_REJECTIONS
-from app.models import EnqueuedResponse, InboundEmail
+from app.models import EnqueuedResponse, Id, InboundEmail
 from app.queue import enqueue
+from app.settings import Settings
+
+log = logging.getLogger("handoff.api.webhooks")
 
 router = APIRouter(tags=["webhooks"])
 
@@ -23,6 +35,9 @@ MAX_BODY = 1024 * 1024
 MAX_DELIVERY_ID = 255
 SIGNATURE_BYTES = 32
 HANDLED_TYPE = "email.received"
+# What a delivery for a client without a signing secret is checked against: a key nobody has,
+# so it is refused exactly as a wrong signature is (no telling which clients have one).
+NOBODYS_SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def signature_headers(request: Request) -> dict[str, str]:
@@ -69,8 +84,13 @@ def verify(secret: str, body: bytes, headers: dict[str, str]) -> None:
         ) from None
 
 
-def parse_delivery(body: bytes, headers: dict[str, str], secret: str) -> InboundEmail | None:
-    """The verified delivery's email, or None for an event type we do not handle."""
+def parse_delivery(
+    body: bytes, headers: dict[str, str], secret: str, client_id: str | None = None
+) -> InboundEmail | None:
+    """The verified delivery's email, or None for an event type we do not handle.
+
+    With `client_id` (the client's own route) the delivery's `data.client_id` may be left out,
+    and when given must be that client."""
     verify(secret, body, headers)
     if len(headers["webhook-id"]) > MAX_DELIVERY_ID:
         raise ApiError(422, "validation_error", "webhook-id is longer than 255 characters.")
@@ -82,11 +102,21 @@ def parse_delivery(body: bytes, headers: dict[str, str], secret: str) -> Inbound
         raise ApiError(422, "validation_error", "type: a string event type is required")
     if event["type"] != HANDLED_TYPE:
         return None
+    data = event.get("data")
+    if client_id is not None and isinstance(data, dict):
+        data = of_client(data, client_id)
     try:
-        return InboundEmail.model_validate(event.get("data"))
+        return InboundEmail.model_validate(data)
     except ValidationError as error:
         details = "; ".join(f"data.{describe_validation_error(e)}" for e in error.errors()[:5])
         raise ApiError(422, "validation_error", details) from None
+
+
+def of_client(data: dict[str, Any], client_id: str) -> dict[str, Any]:
+    """The delivery's data for the client the path names: its `client_id` that one or none."""
+    if data.get("client_id", client_id) != client_id:
+        raise ApiError(422, "validation_error", "data.client_id: must be the client the path names")
+    return {**data, "client_id": client_id}
 
 
 def _signature_header(part: str, description: str) -> dict[str, Any]:
@@ -160,6 +190,11 @@ async def email_webhook(request: Request, db: DbDep, settings: SettingsDep) -> A
     except ApiError as refused:
         WEBHOOK_REJECTIONS.labels(refused.error).inc()
         raise
+    return await accept(db, headers, data)
+
+
+async def accept(db: Database, headers: dict[str, str], data: InboundEmail | None) -> Any:
+    """Enqueue a verified delivery's processing (or say it was ignored)."""
     if data is None:
         return {"ignored": True}
     async with db.acquire() as conn:
@@ -171,3 +206,66 @@ async def email_webhook(request: Request, db: DbDep, settings: SettingsDep) -> A
             payload=data.model_dump(mode="json", by_alias=True),
         )
     return EnqueuedResponse(job_id=job.id, deduplicated=job.deduplicated)
+
+
+async def client_signing_secret(db: Database, settings: Settings, client_id: str) -> str | None:
+    """The signing secret of the client's email account; None when it has none (or there is
+    no such client, or its account cannot be read)."""
+    async with db.engine.connect() as conn:
+        try:
+            account = await load_account(conn, settings.encryption, client_id, "email")
+        except AccountUnreadable:
+            log.warning(
+                "a client's email account cannot be read to verify a delivery",
+                extra={"client_id": client_id},
+            )
+            return None
+    return None if account is None else account.values.signing_secret()
+
+
+def _client_route_doc() -> dict[str, Any]:
+    """The global route's document, with `data.client_id` optional (the path names it)."""
+    doc = copy.deepcopy(OPENAPI)
+    content = doc["requestBody"]["content"]["application/json"]
+    data = content["schema"]["properties"]["data"]
+    data["required"] = [name for name in data["required"] if name != "client_id"]
+    del content["example"]["data"]["client_id"]
+    return doc
+
+
+@router.post(
+    "/webhooks/email/{client_id}",
+    status_code=202,
+    response_model=EnqueuedResponse | dict[str, bool],
+    openapi_extra=_client_route_doc(),
+    responses={
+        202: {"description": 'Enqueued, deduplicated, or `{"ignored": true}` for other types.'},
+        401: error(
+            "The signature is missing, malformed, wrong or too old, or the client has no "
+            "signing secret (or does not exist): the same answer for each."
+        ),
+        413: error("The body is over 1 MiB."),
+        422: error("Signed, but not JSON, missing fields, or `data.client_id` is another client."),
+        503: error("ENCRYPTION_KEYS is not set, or the database cannot be reached."),
+    },
+)
+async def client_email_webhook(
+    client_id: Annotated[Id, Path()], request: Request, db: DbDep, settings: SettingsDep
+) -> Any:
+    """Accept a delivery for one client, signed with its email account's `webhook_secret`."""
+    try:
+        if settings.encryption is None:
+            raise ApiError(
+                503,
+                "not_configured",
+                "ENCRYPTION_KEYS is not set on this server, so no client's signing secret can "
+                "be read.",
+            )
+        body = await read_capped(request, MAX_BODY)
+        headers = signature_headers(request)
+        secret = await client_signing_secret(db, settings, client_id)
+        data = parse_delivery(body, headers, secret or NOBODYS_SECRET, client_id)
+    except ApiError as refused:
+        WEBHOOK_REJECTIONS.labels(refused.error).inc()
+        raise
+    return await accept(db, headers, data)

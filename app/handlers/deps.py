@@ -1,50 +1,143 @@
-"""What handlers need from the app: one client per provider, built on the shared HTTP client."""
+"""What handlers need from the app: the provider clients for a job's client, built on the one
+shared HTTP client.
+
+A client with its own account on a channel (app/accounts) gets a client for that account; a
+client without one gets the global settings' provider. A stored account that cannot be read
+(ENCRYPTION_KEYS unset or without its key) fails the attempt (a Transient provider error, so it
+is retried while the keys are being fixed) and never falls back to the global account.
+"""
 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import httpx
+from sqlalchemy import select
 
-from app.providers import AiClient, EmailClient, Permanent, ProviderError, RateLimited, SmsClient
+from app.accounts import AccountUnreadable, ProviderChannel, load_account
+from app.db import Database
+from app.models import leads
+from app.providers import (
+    AiClient,
+    EmailClient,
+    Permanent,
+    ProviderError,
+    RateLimited,
+    SmsClient,
+    Transient,
+)
+from app.providers.http import ProviderClient
 from app.queue import Discard, JobContext, RetryLater
 from app.queue.registry import DedupeScope, Handler, HandlerFn, Registry, registry
 from app.settings import Settings
 
 T = TypeVar("T")
 
+# How long a client's account, once read, serves that process's jobs before it is read again:
+# a change (PUT, DELETE, a rotation) reaches every process within this, and a burst of sends
+# reads each client's account once a second rather than once a job.
+ACCOUNT_CACHE_S = 1.0
+# Past this many cached accounts the expired ones are dropped.
+MAX_CACHED_ACCOUNTS = 4096
 
-@dataclass(frozen=True)
+
 class Providers:
-    sms: SmsClient | None
-    email: EmailClient | None
-    ai: AiClient | None
+    """The process's provider clients: the global settings' ones, and clients' own accounts
+    (read from the database, decrypted, kept for ACCOUNT_CACHE_S)."""
 
-    @classmethod
-    def from_settings(cls, settings: Settings, http: httpx.AsyncClient) -> Providers:
+    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+        self._settings = settings
+        self._http = http
         timeout = settings.provider_timeout_s
-        return cls(
-            sms=SmsClient(http, settings.sms_provider_url, settings.sms_provider_key, timeout)
+        self.global_clients: dict[ProviderChannel, ProviderClient | None] = {
+            "sms": SmsClient(http, settings.sms_provider_url, settings.sms_provider_key, timeout)
             if settings.sms_provider_url
             else None,
-            email=EmailClient(
+            "email": EmailClient(
                 http, settings.email_provider_url, settings.email_provider_key, timeout
             )
             if settings.email_provider_url
             else None,
-            ai=AiClient(
+            "ai": AiClient(
                 http, settings.ai_provider_url, settings.ai_provider_key, settings.ai_model, timeout
             )
             if settings.ai_provider_url
             else None,
-        )
+        }
+        self._cache: dict[tuple[str, str], tuple[float, ProviderClient | None]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, http: httpx.AsyncClient) -> Providers:
+        return cls(settings, http)
+
+    async def client_for(
+        self, db: Database, client_id: str | None, channel: ProviderChannel
+    ) -> ProviderClient | None:
+        """The client's own provider on this channel, else the global one (None: neither)."""
+        if client_id is None:
+            return self.global_clients[channel]
+        now = time.monotonic()
+        cached = self._cache.get((client_id, channel))
+        if cached is not None and cached[0] > now:
+            own = cached[1]
+        else:
+            own = await self._read(db, client_id, channel)
+            if len(self._cache) >= MAX_CACHED_ACCOUNTS:
+                self._cache = {key: hit for key, hit in self._cache.items() if hit[0] > now}
+            self._cache[(client_id, channel)] = (now + ACCOUNT_CACHE_S, own)
+        return own if own is not None else self.global_clients[channel]
+
+    def forget(self, client_id: str, channel: ProviderChannel) -> None:
+        """Read this account again on its next use (it was just changed in this process)."""
+        self._cache.pop((client_id, channel), None)
+
+    async def _read(
+        self, db: Database, client_id: str, channel: ProviderChannel
+    ) -> ProviderClient | None:
+        async with db.engine.connect() as conn:
+            try:
+                account = await load_account(conn, self._settings.encryption, client_id, channel)
+            except AccountUnreadable as error:
+                raise Transient(
+                    channel, f"the client's account cannot be decrypted ({error})"
+                ) from None
+        if account is None:
+            return None
+        return account.values.client(self._http, self._settings.provider_timeout_s)
 
 
-def providers(ctx: JobContext) -> Providers:
-    return ctx.deps
+@dataclass(frozen=True)
+class JobProviders:
+    """The providers as a job sees them: the process's clients, read through its database."""
+
+    providers: Providers
+    db: Database
+
+    async def sms_for(self, client_id: str | None) -> SmsClient | None:
+        return cast(SmsClient | None, await self.providers.client_for(self.db, client_id, "sms"))
+
+    async def email_for(self, client_id: str | None) -> EmailClient | None:
+        client = await self.providers.client_for(self.db, client_id, "email")
+        return cast(EmailClient | None, client)
+
+    async def ai_for(self, client_id: str | None) -> AiClient | None:
+        return cast(AiClient | None, await self.providers.client_for(self.db, client_id, "ai"))
+
+
+def providers(ctx: JobContext) -> JobProviders:
+    return JobProviders(ctx.deps, ctx.db)
+
+
+async def client_of(ctx: JobContext) -> str | None:
+    """The job's client: its own `client_id`, else its lead's."""
+    if ctx.job.client_id is not None or ctx.job.lead_id is None:
+        return ctx.job.client_id
+    async with ctx.engine.connect() as conn:
+        return await conn.scalar(select(leads.c.client_id).where(leads.c.id == ctx.job.lead_id))
 
 
 def require(client: T | None, name: str) -> T:

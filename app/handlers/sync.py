@@ -36,7 +36,8 @@ async def conversation_sync(ctx: JobContext) -> None:
 
 
 async def _sync_sms(ctx: JobContext, lead: Mapping[str, Any]) -> None:
-    sms = require(providers(ctx).sms, "sms")
+    client_id = ctx.job.client_id or lead["client_id"]
+    sms = require(await providers(ctx).sms_for(client_id), "sms")
     cursor: str | None = None
     seen: set[str | None] = set()
     for _ in range(MAX_PAGES):
@@ -54,7 +55,8 @@ async def _sync_sms(ctx: JobContext, lead: Mapping[str, Any]) -> None:
 
 
 async def _sync_email(ctx: JobContext, lead: Mapping[str, Any]) -> None:
-    email = require(providers(ctx).email, "email")
+    client_id = ctx.job.client_id or lead["client_id"]
+    email = require(await providers(ctx).email_for(client_id), "email")
     page_no: int | None = 1
     for _ in range(MAX_PAGES):
         page = await email.list_replies(lead["email_lead_id"], page_no)

@@ -327,3 +327,45 @@ class ClientKeyOut(BaseModel):
 
 class ClientKeyList(BaseModel):
     keys: list[ClientKeyOut]
+
+
+# --- provider accounts --------------------------------------------------------------------
+
+
+class ProviderAccountIn(Strict):
+    model_config = request_schema(
+        {"kind": "generic", "settings": {"url": "https://sms.example.com", "key": "sk_live_…"}},
+        {
+            "kind": "generic",
+            "settings": {
+                "url": "https://mail.example.com",
+                "key": "em_live_…",
+                "webhook_secret": "whsec_…",
+            },
+        },
+        {
+            "kind": "generic",
+            "settings": {"url": "https://api.openai.com/v1", "key": "sk-…", "model": "gpt-4o-mini"},
+        },
+    )
+
+    kind: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="The account's kind; each channel has `generic` (the contract's API)."
+    )
+    settings: dict[str, Any] = Field(
+        description="The kind's fields. generic sms: `url`, `key`*; generic email: `url`, "
+        "`key`*, `webhook_secret`* (optional, `whsec_…`); generic ai: `url`, `key`*, `model`. "
+        "Fields marked * are secret: stored encrypted, answered only as their last 4 characters."
+    )
+
+
+class ProviderAccountOut(BaseModel):
+    client_id: str
+    channel: Literal["sms", "email", "ai"]
+    kind: str
+    settings: dict[str, Any] = Field(description="The non-secret fields, as stored.")
+    secrets: dict[str, str] = Field(
+        description="Each secret field that is set, as `…` and its last 4 characters "
+        "(`…` alone when it is shorter than 16)."
+    )
+    updated_at: datetime

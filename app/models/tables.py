@@ -263,6 +263,21 @@ client_keys = Table(
 )
 
 
+# 0006_provider_accounts
+
+provider_accounts = Table(
+    "provider_accounts",
+    metadata,
+    Column("client_id", Text, ForeignKey("clients.id"), primary_key=True),
+    Column("channel", Text, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("settings", JSONB, nullable=False),
+    Column("secrets", Text, nullable=False),
+    _timestamp("updated_at", nullable=False, now=True),
+    CheckConstraint("channel IN ('sms', 'email', 'ai')", name="provider_accounts_channel_check"),
+)
+
+
 # The one name app/local.py still uses (`Client.__table__`); new code uses `clients`.
 
 
