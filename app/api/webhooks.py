@@ -166,7 +166,7 @@ async def email_webhook(request: Request, db: DbDep, settings: SettingsDep) -> A
         job = await enqueue(
             conn,
             "email_inbound",
-            headers["webhook-id"],
+            (headers["webhook-id"],),
             client_id=data.client_id,
             payload=data.model_dump(mode="json", by_alias=True),
         )
