@@ -269,8 +269,9 @@ async def test_failed_job_retry_and_cancel(service, db, sandbox, open_page):
     # Message text is shown as text: markup in it is neither rendered nor run.
     markup = '<img src=x onerror="window.injected = 1"><b>bold</b>'
     await db.execute(
-        "INSERT INTO messages (lead_id, channel, direction, text, provider_message_id, sent_at)"
-        " VALUES ('acme-lead-0', 'sms', 'inbound', $1, 'sms-markup-1', now())",
+        "INSERT INTO messages"
+        " (client_id, lead_id, channel, direction, text, provider_message_id, sent_at)"
+        " VALUES ('acme', 'acme-lead-0', 'sms', 'inbound', $1, 'sms-markup-1', now())",
         markup,
     )
     await page.get_by_role("button", name="Show lead acme-lead-0").first.click()

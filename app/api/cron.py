@@ -28,7 +28,7 @@ def get_and_post(path: str, name: str, **kwargs):
 async def _tick(db: Database, type: str, minutes: int) -> EnqueuedResponse:
     key = slot_key(datetime.now(UTC), minutes)
     async with db.acquire() as conn:
-        job = await enqueue(conn, type, key, payload={"slot": key})
+        job = await enqueue(conn, type, (key,), payload={"slot": key})
     return EnqueuedResponse(job_id=job.id, deduplicated=job.deduplicated)
 
 

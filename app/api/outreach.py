@@ -38,16 +38,15 @@ router = api_router(prefix="/api", tags=["outreach"])
 
 # Kept as text: the row comparison and xmax say plainly here what Core would not.
 # Created (xmax = 0), updated, or neither when nothing changed (then no row comes back).
-# A campaign id stays with its client: the WHERE refuses to move it to another.
+# A campaign id is the client's own: another client's campaign of the same id is another row.
 UPSERT_REACTIVATION = text(
     """
     INSERT INTO reactivations AS r (id, client_id, inactive_days, channel, text, subject)
     VALUES (:id, :client_id, :inactive_days, :channel, :text, :subject)
-    ON CONFLICT (id) DO UPDATE
+    ON CONFLICT (client_id, id) DO UPDATE
     SET inactive_days = excluded.inactive_days, channel = excluded.channel, text = excluded.text,
         subject = excluded.subject, updated_at = now()
-    WHERE r.client_id = excluded.client_id
-      AND (r.inactive_days, r.channel, r.text, r.subject)
+    WHERE (r.inactive_days, r.channel, r.text, r.subject)
           IS DISTINCT FROM (excluded.inactive_days, excluded.channel, excluded.text,
                             excluded.subject)
     RETURNING (xmax = 0) AS created
@@ -147,7 +146,6 @@ async def followup(followup_id: str, engine: EngineDep, caller: CallerDep) -> Fo
         **BODY_ERRORS,
         200: {"model": ReactivationOut, "description": "Matched or updated."},
         404: error("No client with this id (`unknown_client`)."),
-        409: error("The campaign id belongs to another client."),
     },
 )
 async def upsert_reactivation(
@@ -161,12 +159,12 @@ async def upsert_reactivation(
             raise ApiError(404, "unknown_client", "No client with this id.")
         created = await conn.scalar(UPSERT_REACTIVATION, body.model_dump())
         row = (
-            await conn.execute(select(reactivations).where(reactivations.c.id == body.id))
+            await conn.execute(
+                select(reactivations).where(
+                    reactivations.c.client_id == body.client_id, reactivations.c.id == body.id
+                )
+            )
         ).first()
-    if row.client_id != body.client_id:
-        raise ApiError(
-            409, "reactivation_of_other_client", "This campaign id belongs to another client."
-        )
     if not created:
         response.status_code = 200
     return ReactivationOut.model_validate(row, from_attributes=True)

@@ -56,7 +56,7 @@ async def sync(body: SyncRequest, response: Response, db: DbDep, caller: CallerD
                     422, "no_channel", "The lead has no identity on the requested channels."
                 )
             specs = [
-                JobSpec(f"{body.lead_id}:{c}", body.client_id, body.lead_id, {"channel": c})
+                JobSpec((body.lead_id, c), body.client_id, body.lead_id, {"channel": c})
                 for c in channels
             ]
             jobs = await enqueue_many(conn, "conversation_sync", specs)
@@ -68,7 +68,7 @@ async def sync(body: SyncRequest, response: Response, db: DbDep, caller: CallerD
                 await enqueue(
                     conn,
                     "sync_all",
-                    f"{body.client_id}:{'+'.join(channels)}",
+                    (body.client_id, "+".join(channels)),
                     client_id=body.client_id,
                     payload={"channels": channels},
                 )

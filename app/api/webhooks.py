@@ -190,18 +190,20 @@ async def email_webhook(request: Request, db: DbDep, settings: SettingsDep) -> A
     except ApiError as refused:
         WEBHOOK_REJECTIONS.labels(refused.error).inc()
         raise
-    return await accept(db, headers, data)
+    return await accept(db, (headers["webhook-id"],), data)
 
 
-async def accept(db: Database, headers: dict[str, str], data: InboundEmail | None) -> Any:
-    """Enqueue a verified delivery's processing (or say it was ignored)."""
+async def accept(db: Database, key: tuple[str, ...], data: InboundEmail | None) -> Any:
+    """Enqueue a verified delivery's processing (or say it was ignored); `key` names the
+    delivery: its webhook id, with the client in front on a client's own route (two clients'
+    senders may well number their deliveries alike)."""
     if data is None:
         return {"ignored": True}
     async with db.acquire() as conn:
         job = await enqueue(
             conn,
             "email_inbound",
-            headers["webhook-id"],
+            key,
             client_id=data.client_id,
             payload=data.model_dump(mode="json", by_alias=True),
         )
@@ -268,4 +270,4 @@ async def client_email_webhook(
     except ApiError as refused:
         WEBHOOK_REJECTIONS.labels(refused.error).inc()
         raise
-    return await accept(db, headers, data)
+    return await accept(db, (client_id, headers["webhook-id"]), data)

@@ -12,11 +12,12 @@ from app.handlers.timebox import BATCH, TimeBox
 from app.queue import JobContext, JobSpec, enqueue_many
 
 # Take the next due steps nobody has enqueued yet and mark them, in one statement; SKIP LOCKED
-# lets two ticks of overlapping slots share the work instead of waiting on each other.
+# lets two ticks of overlapping slots share the work instead of waiting on each other. Each
+# comes back with its lead's client, which its send job carries.
 CLAIM_DUE_STEPS = text(
     """
     UPDATE followup_steps AS s SET enqueued_at = now()
-    FROM followups AS f
+    FROM followups AS f JOIN leads AS l ON l.id = f.lead_id
     WHERE f.id = s.followup_id AND (s.followup_id, s.index) IN (
         SELECT followup_id, index FROM followup_steps
         WHERE state = 'scheduled' AND enqueued_at IS NULL AND due_at < :until
@@ -24,7 +25,7 @@ CLAIM_DUE_STEPS = text(
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
     )
-    RETURNING s.followup_id, s.index, s.due_at, f.lead_id
+    RETURNING s.followup_id, s.index, s.due_at, f.lead_id, l.client_id
     """
 )
 
@@ -40,7 +41,8 @@ async def followups_tick(ctx: JobContext) -> None:
             steps = (await conn.execute(CLAIM_DUE_STEPS, {"until": until, "limit": BATCH})).all()
             specs = [
                 JobSpec(
-                    f"{s.followup_id}:{s.index}",
+                    (s.followup_id, str(s.index)),
+                    client_id=s.client_id,
                     lead_id=s.lead_id,
                     run_at=s.due_at,
                     payload={"followup_id": s.followup_id, "index": s.index},

@@ -16,10 +16,18 @@ from app.handlers.store import StoredMessage, store_messages
 from app.models import clients, leads
 from app.queue import Discard, JobContext, enqueue
 
+# Candidate ids tried for one sender before giving up: each taken one is another client's lead,
+# which only a client creating leads under ids derived for someone else's senders would cause.
+MAX_DERIVED_IDS = 32
 
-def lead_id_for(client_id: str, address: str) -> str:
-    """A stable id for a lead first seen by email, so concurrent deliveries agree on it."""
-    digest = hashlib.sha256(f"{client_id}\0{address}".encode()).hexdigest()[:24]
+
+def lead_id_for(client_id: str, address: str, attempt: int = 0) -> str:
+    """A stable id for a lead first seen by email, so concurrent deliveries agree on it.
+
+    Attempt 0 is the id leads have always been given; a later attempt is the next candidate
+    when the earlier ones are taken by another client's leads (lead ids are global)."""
+    seed = f"{client_id}\0{address}" if attempt == 0 else f"{client_id}\0{address}\0{attempt}"
+    digest = hashlib.sha256(seed.encode()).hexdigest()[:24]
     return f"lead_{digest}"
 
 
@@ -51,19 +59,44 @@ async def find_or_create_lead(
                     .values(email_lead_id=email_lead_id, updated_at=func.now())
                 )
             return found
-    new_id = lead_id_for(client_id, address or email_lead_id or "")
-    await conn.execute(
-        insert(leads)
-        .values(
-            id=new_id,
-            client_id=client_id,
-            name=name or None,
-            email=address or None,
-            email_lead_id=email_lead_id,
-        )
-        .on_conflict_do_nothing(index_elements=["id"])
+    return await create_lead(
+        conn, client_id, address or email_lead_id or "", name, address, email_lead_id
     )
-    return new_id
+
+
+async def create_lead(
+    conn: AsyncConnection,
+    client_id: str,
+    seed: str,
+    name: str,
+    address: str,
+    email_lead_id: str | None,
+) -> str:
+    """Insert the lead under the first derived id that is free or already the client's own.
+
+    A taken id is checked in the same transaction: an id of another client's lead is passed
+    over, never written to."""
+    for attempt in range(MAX_DERIVED_IDS):
+        candidate = lead_id_for(client_id, seed, attempt)
+        created = await conn.scalar(
+            insert(leads)
+            .values(
+                id=candidate,
+                client_id=client_id,
+                name=name or None,
+                email=address or None,
+                email_lead_id=email_lead_id,
+            )
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(leads.c.id)
+        )
+        if created is not None:
+            return created
+        # Taken: by this client (an earlier or concurrent delivery, now committed) or another.
+        owner = await conn.scalar(select(leads.c.client_id).where(leads.c.id == candidate))
+        if owner == client_id:
+            return candidate
+    raise Discard("every lead id derived for the sender belongs to another client")
 
 
 @job_handler("email_inbound", dedupe="forever")
@@ -85,12 +118,12 @@ async def email_inbound(ctx: JobContext) -> None:
             datetime.fromisoformat(data["received_at"]),
             data["subject"],
         )
-        if not await store_messages(conn, lead_id, [message]):
+        if not await store_messages(conn, client_id, lead_id, [message]):
             return  # stored (and scored) by an earlier delivery
         await enqueue(
             await driver_connection(conn),
             "lead_scoring",
-            f"email:{data['message_id']}",
+            (client_id, "email", data["message_id"]),
             client_id=client_id,
             lead_id=lead_id,
             payload={"message_id": data["message_id"]},

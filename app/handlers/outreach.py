@@ -1,12 +1,12 @@
 """Sending one message to a lead: the flow follow-up steps and reactivations share.
 
 A send is a follow-up step (`followup_steps`, keyed by sequence and index) or a campaign's
-enrollment of a lead (`reactivation_enrollments`, keyed by campaign and lead). Two statements
-serve both, each one round trip on the job's hot path: LOAD_SEND reads the send's state, message
-and lead, and whether the lead has written since it was scheduled; RECORD_SEND moves it out of
-'scheduled' and, when sent, stores the outbound message once per provider message id. The send
-re-checks just before calling the provider and uses the job's dedupe key as Idempotency-Key
-(the same on every attempt).
+enrollment of a lead (`reactivation_enrollments`, keyed by client, campaign and lead). Two
+statements serve both, each one round trip on the job's hot path: LOAD_SEND reads the send's
+state, message and lead, and whether the lead has written since it was scheduled; RECORD_SEND
+moves it out of 'scheduled' and, when sent, stores the outbound message once per (client,
+channel, provider message id). The send re-checks just before calling the provider and uses the
+job's dedupe key as Idempotency-Key (the same on every attempt).
 
 These are asyncpg statements rather than SQLAlchemy Core (see app/db.py): as Core each send
 cost four more round trips (BEGIN and COMMIT or ROLLBACK around each) and 20,000 sends took
@@ -27,13 +27,14 @@ class Kind(Enum):
     """What a send's two key parts name."""
 
     FOLLOWUP_STEP = "followup_step"  # (followup_id, index)
-    ENROLLMENT = "enrollment"  # (reactivation_id, lead_id)
+    ENROLLMENT = "enrollment"  # (reactivation_id, lead_id), within the job's client
 
 
 # $1 the kind, $2 and $3 its key as text (a step's index compared as text, so one parameter
-# type serves both kinds).
+# type serves both kinds), $4 the job's client (a campaign id is unique per client only).
 LOAD_SEND = """
-SELECT s.state, s.channel, s.text, s.subject, l.id AS lead_id, l.sms_contact_id, l.email_lead_id,
+SELECT s.state, s.channel, s.text, s.subject, l.id AS lead_id, l.client_id, l.sms_contact_id,
+       l.email_lead_id,
        EXISTS (SELECT 1 FROM messages AS m
                WHERE m.lead_id = l.id AND m.direction = 'inbound'
                  AND m.sent_at > s.scheduled_at) AS replied
@@ -44,33 +45,35 @@ FROM (
     UNION ALL
     SELECT e.state, e.channel, e.text, e.subject, e.lead_id, e.created_at
     FROM reactivation_enrollments AS e
-    WHERE $1 = 'enrollment' AND e.reactivation_id = $2 AND e.lead_id = $3
+    WHERE $1 = 'enrollment' AND e.client_id = $4 AND e.reactivation_id = $2 AND e.lead_id = $3
 ) AS s
 JOIN leads AS l ON l.id = s.lead_id
 """
 
-# $1-$3 as in LOAD_SEND, $4 the new state, $5 the provider message id, $6-$9 the message
-# (lead, channel, text, subject), stored only when the state is 'sent'. Each update is guarded
-# by state = 'scheduled', so a send is recorded once.
+# $1-$4 as in LOAD_SEND, $5 the new state, $6 the provider message id, $7-$11 the message
+# (client, lead, channel, text, subject), stored only when the state is 'sent'. Each update is
+# guarded by state = 'scheduled', so a send is recorded once.
 RECORD_SEND = """
 WITH step AS (
     UPDATE followup_steps
-    SET state = $4, provider_message_id = $5, sent_at = CASE WHEN $4 = 'sent' THEN now() END
+    SET state = $5, provider_message_id = $6, sent_at = CASE WHEN $5 = 'sent' THEN now() END
     WHERE $1 = 'followup_step' AND followup_id = $2 AND index::text = $3 AND state = 'scheduled'
 ), enrollment AS (
     UPDATE reactivation_enrollments
-    SET state = $4, provider_message_id = $5, sent_at = CASE WHEN $4 = 'sent' THEN now() END
-    WHERE $1 = 'enrollment' AND reactivation_id = $2 AND lead_id = $3 AND state = 'scheduled'
+    SET state = $5, provider_message_id = $6, sent_at = CASE WHEN $5 = 'sent' THEN now() END
+    WHERE $1 = 'enrollment' AND client_id = $4 AND reactivation_id = $2 AND lead_id = $3
+      AND state = 'scheduled'
 )
-INSERT INTO messages (lead_id, channel, direction, text, subject, provider_message_id, sent_at)
-SELECT $6, $7, 'outbound', $8, $9, $5, now() WHERE $4 = 'sent'
-ON CONFLICT (channel, provider_message_id) DO NOTHING
+INSERT INTO messages (client_id, lead_id, channel, direction, text, subject, provider_message_id,
+                      sent_at)
+SELECT $7, $8, $9, 'outbound', $10, $11, $6, now() WHERE $5 = 'sent'
+ON CONFLICT (client_id, channel, provider_message_id) DO NOTHING
 """
 
 
 async def deliver(ctx: JobContext, kind: Kind, first: str, second: Any) -> None:
     """Send the message (kind, first, second) names, once, unless it is no longer due."""
-    key = (kind.value, first, str(second))
+    key = (kind.value, first, str(second), ctx.job.client_id)
     async with ctx.db.acquire() as conn:
         row = await conn.fetchrow(LOAD_SEND, *key)
     if row is None or row["state"] != "scheduled":
@@ -83,6 +86,7 @@ async def deliver(ctx: JobContext, kind: Kind, first: str, second: Any) -> None:
                 *key,
                 state,
                 message_id,
+                row["client_id"],
                 row["lead_id"],
                 row["channel"],
                 row["text"],
@@ -96,7 +100,9 @@ async def deliver(ctx: JobContext, kind: Kind, first: str, second: Any) -> None:
     if not target:
         await record("failed")
         raise Discard(f"the lead has no {channel} identity")
-    idempotency_key = ctx.job.dedupe_key
+    # A send enqueued before its dedupe key took its present form keeps the key its earlier
+    # attempts sent (the upgrade copied it into the payload).
+    idempotency_key = ctx.job.payload.get("idempotency_key") or ctx.job.dedupe_key
     try:
         if channel == "sms":
             sms = require(await providers(ctx).sms_for(await client_of(ctx)), "sms")

@@ -24,21 +24,24 @@ CAMPAIGNS = select(
     reactivations.c.channel,
     reactivations.c.text,
     reactivations.c.subject,
-).order_by(reactivations.c.id)
+).order_by(reactivations.c.client_id, reactivations.c.id)
 
 # Enroll the next inactive leads of a campaign in one statement: no message either way within
 # inactive_days (or none at all), an identity on the campaign's channel, not enrolled before.
-# The enrollment's primary key makes "once per campaign" hold even past job retention.
+# The enrollment's primary key makes "once per campaign" hold even past job retention. A campaign
+# id is the client's own: another client's campaign of the same id is another campaign.
 ENROLL = text(
     """
-    INSERT INTO reactivation_enrollments (reactivation_id, lead_id, channel, text, subject)
-    SELECT :campaign, l.id, :channel, :text, :subject FROM leads AS l
+    INSERT INTO reactivation_enrollments (client_id, reactivation_id, lead_id, channel, text,
+                                          subject)
+    SELECT :client_id, :campaign, l.id, :channel, :text, :subject FROM leads AS l
     WHERE l.client_id = :client_id
       AND CASE WHEN :channel = 'sms' THEN l.sms_contact_id ELSE l.email_lead_id END IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM messages AS m WHERE m.lead_id = l.id
                       AND m.sent_at > now() - make_interval(days => :inactive_days))
       AND NOT EXISTS (SELECT 1 FROM reactivation_enrollments AS e
-                      WHERE e.reactivation_id = :campaign AND e.lead_id = l.id)
+                      WHERE e.client_id = :client_id AND e.reactivation_id = :campaign
+                        AND e.lead_id = l.id)
     ORDER BY l.id
     LIMIT :limit
     ON CONFLICT DO NOTHING
@@ -87,7 +90,7 @@ async def enroll_campaign(ctx: JobContext, campaign: Row[Any], box: TimeBox) -> 
             lead_ids = (await conn.execute(ENROLL, {**params, "limit": BATCH})).scalars().all()
             specs = [
                 JobSpec(
-                    f"{campaign.id}:{lead_id}",
+                    (campaign.client_id, campaign.id, lead_id),
                     campaign.client_id,
                     lead_id,
                     {"reactivation_id": campaign.id},
@@ -106,6 +109,7 @@ async def enroll_campaign(ctx: JobContext, campaign: Row[Any], box: TimeBox) -> 
     log.info(
         "reactivation campaign enrolled",
         extra={
+            "client_id": campaign.client_id,
             "reactivation_id": campaign.id,
             "enrolled": enrolled,
             "skipped_no_identity": skipped,

@@ -51,7 +51,7 @@ async def lead_scoring(ctx: JobContext) -> None:
     """Score the lead from its latest messages and store score and reason."""
     ai = require(await providers(ctx).ai_for(await client_of(ctx)), "ai")
     async with ctx.engine.connect() as conn:
-        lead = await get_lead(conn, ctx.job.lead_id)
+        lead = await get_lead(conn, ctx.job.lead_id, ctx.job.client_id)
         if lead is None:
             raise Discard("the lead no longer exists")
         rows = await recent_messages(conn, lead["id"])

@@ -32,22 +32,34 @@ class StoredMessage:
     subject: str | None = None
 
 
-async def get_lead(conn: AsyncConnection, lead_id: str | None) -> Mapping[str, Any] | None:
+async def get_lead(
+    conn: AsyncConnection, lead_id: str | None, client_id: str | None
+) -> Mapping[str, Any] | None:
+    """The lead, if it exists and is the client's (any client's when `client_id` is None)."""
     if lead_id is None:
         return None
-    row = (await conn.execute(select(leads).where(leads.c.id == lead_id))).first()
+    query = select(leads).where(leads.c.id == lead_id)
+    if client_id is not None:
+        query = query.where(leads.c.client_id == client_id)
+    row = (await conn.execute(query)).first()
     return None if row is None else row._mapping
 
 
-async def store_messages(conn: AsyncConnection, lead_id: str, batch: list[StoredMessage]) -> int:
-    """Insert what is new; a provider message id already stored is skipped. Returns new rows.
+async def store_messages(
+    conn: AsyncConnection, client_id: str, lead_id: str, batch: list[StoredMessage]
+) -> int:
+    """Insert what is new; a message the client already stored (same channel and provider
+    message id) is skipped. Returns new rows.
 
+    Provider message ids are unique per client only: two clients may each hold the same id
+    (two accounts of one provider, or one contact id in both), and both keep their message.
     A new inbound message stops the lead's follow-up sequences created before it.
     """
     if not batch:
         return 0
     rows = [
         {
+            "client_id": client_id,
             "lead_id": lead_id,
             "channel": m.channel,
             "direction": m.direction,
@@ -63,7 +75,7 @@ async def store_messages(conn: AsyncConnection, lead_id: str, batch: list[Stored
     statement = (
         insert(messages)
         .values(rows)
-        .on_conflict_do_nothing(index_elements=["channel", "provider_message_id"])
+        .on_conflict_do_nothing(index_elements=["client_id", "channel", "provider_message_id"])
         .returning(messages.c.direction, messages.c.sent_at)
     )
     stored = (await conn.execute(statement)).all()

@@ -24,7 +24,7 @@ async def conversation_sync(ctx: JobContext) -> None:
     """Page through one channel's history and store every message not stored yet."""
     channel = ctx.job.payload.get("channel")
     async with ctx.engine.connect() as conn:
-        lead = await get_lead(conn, ctx.job.lead_id)
+        lead = await get_lead(conn, ctx.job.lead_id, ctx.job.client_id)
     if lead is None:
         raise Discard("the lead no longer exists")
     if channel not in CHANNELS or not identity(lead, channel):
@@ -44,7 +44,7 @@ async def _sync_sms(ctx: JobContext, lead: Mapping[str, Any]) -> None:
         page = await sms.list_messages(lead["sms_contact_id"], cursor)
         batch = [StoredMessage("sms", m.direction, m.body, m.id, m.sent_at) for m in page.messages]
         async with ctx.engine.begin() as conn:
-            await store_messages(conn, lead["id"], batch)
+            await store_messages(conn, lead["client_id"], lead["id"], batch)
         seen.add(cursor)
         cursor = page.next_cursor
         if cursor is None:
@@ -65,7 +65,7 @@ async def _sync_email(ctx: JobContext, lead: Mapping[str, Any]) -> None:
             for r in page.replies
         ]
         async with ctx.engine.begin() as conn:
-            await store_messages(conn, lead["id"], batch)
+            await store_messages(conn, lead["client_id"], lead["id"], batch)
         if page.next_page is None:
             return
         if page.next_page <= page_no:
@@ -94,7 +94,7 @@ async def sync_all(ctx: JobContext) -> None:
                 )
             ]
             specs = [
-                JobSpec(f"{lead['id']}:{channel}", client_id, lead["id"], {"channel": channel})
+                JobSpec((lead["id"], channel), client_id, lead["id"], {"channel": channel})
                 for lead in page
                 for channel in channels_of(lead, wanted)
             ]
@@ -104,7 +104,7 @@ async def sync_all(ctx: JobContext) -> None:
             after = page[-1]["id"]
             if box.out_of_time():
                 # Hand the rest to a follow-on job rather than run past this one's timeout.
-                key = f"{client_id}:{'+'.join(wanted)}:after:{after}"
+                key = (client_id, "+".join(wanted), "after", after)
                 payload = {"channels": wanted, "after": after}
                 await enqueue(
                     await driver_connection(conn),

@@ -18,7 +18,7 @@ async def hand_over(ctx: JobContext, conn: AsyncConnection) -> None:
     await enqueue(
         await driver_connection(conn),
         ctx.job.type,
-        f"{slot}:part:{part}",
+        (slot, "part", str(part)),
         payload={"slot": slot, "part": part},
     )
 

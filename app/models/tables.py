@@ -23,9 +23,11 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     SmallInteger,
     Table,
     Text,
@@ -104,8 +106,14 @@ messages = Table(
     _timestamp("created_at", nullable=False, now=True),
     CheckConstraint(CHANNEL_CHECK, name="messages_channel_check"),
     CheckConstraint("direction IN ('inbound', 'outbound')", name="messages_direction_check"),
-    UniqueConstraint("channel", "provider_message_id", name="messages_provider_id"),
     Index("messages_lead_sent", "lead_id", "sent_at"),
+    # 0007_client_identity: a message belongs to its lead's client, unique within it.
+    Column(
+        "client_id", Text, ForeignKey("clients.id", name="messages_client_id_fkey"), nullable=False
+    ),
+    UniqueConstraint(
+        "client_id", "channel", "provider_message_id", name="messages_client_provider_id"
+    ),
 )
 
 jobs = Table(
@@ -207,7 +215,7 @@ followup_steps = Table(
 reactivations = Table(
     "reactivations",
     metadata,
-    Column("id", Text, primary_key=True),
+    Column("id", Text, nullable=False),
     Column("client_id", Text, ForeignKey("clients.id"), nullable=False),
     Column("inactive_days", Integer, nullable=False),
     Column("channel", Text, nullable=False),
@@ -217,13 +225,15 @@ reactivations = Table(
     _timestamp("updated_at", nullable=False, now=True),
     CheckConstraint("inactive_days >= 1", name="reactivations_inactive_days_check"),
     CheckConstraint(CHANNEL_CHECK, name="reactivations_channel_check"),
+    # 0007_client_identity: a campaign id is unique within its client.
+    PrimaryKeyConstraint("client_id", "id", name="reactivations_pkey"),
 )
 
 reactivation_enrollments = Table(
     "reactivation_enrollments",
     metadata,
-    Column("reactivation_id", Text, ForeignKey("reactivations.id"), primary_key=True),
-    Column("lead_id", Text, ForeignKey("leads.id"), primary_key=True),
+    Column("reactivation_id", Text, nullable=False),
+    Column("lead_id", Text, ForeignKey("leads.id"), nullable=False),
     Column("channel", Text, nullable=False),
     Column("text", Text, nullable=False),
     Column("subject", Text),
@@ -233,6 +243,16 @@ reactivation_enrollments = Table(
     _timestamp("sent_at"),
     CheckConstraint(CHANNEL_CHECK, name="reactivation_enrollments_channel_check"),
     CheckConstraint(STATE_CHECK, name="reactivation_enrollments_state_check"),
+    # 0007_client_identity: enrollments follow their campaign's key.
+    Column("client_id", Text, nullable=False),
+    PrimaryKeyConstraint(
+        "client_id", "reactivation_id", "lead_id", name="reactivation_enrollments_pkey"
+    ),
+    ForeignKeyConstraint(
+        ["client_id", "reactivation_id"],
+        ["reactivations.client_id", "reactivations.id"],
+        name="reactivation_enrollments_client_id_reactivation_id_fkey",
+    ),
 )
 
 # 0004_runner_invocations

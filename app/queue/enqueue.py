@@ -2,6 +2,10 @@
 
 Both take an asyncpg connection; inside a SQLAlchemy transaction, pass
 `await app.db.driver_connection(conn)` so the jobs commit with the rest of it.
+
+A job's key is a tuple of parts (a plain str is one part). Its dedupe key is
+`type:part1:part2…` with `%` and `:` escaped in each part (`%25`, `%3A`), so the separators are
+the only colons and no two different (type, parts) give the same dedupe key.
 """
 
 from __future__ import annotations
@@ -29,11 +33,15 @@ class Enqueued:
     dedupe_key: str = ""
 
 
+# A job's key: its parts, or a str as its single part.
+KeyParts = str | tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class JobSpec:
-    """One job of a fan-out; `key` is scoped by the job type to form the dedupe key."""
+    """One job of a fan-out; `key` (its parts) is scoped by the job type to form the dedupe key."""
 
-    key: str
+    key: KeyParts
     client_id: str | None = None
     lead_id: str | None = None
     payload: dict[str, Any] = field(default_factory=dict)
@@ -48,14 +56,23 @@ ENQUEUE_MANY = {
 }
 
 
-def dedupe_key(type: str, key: str) -> str:
-    return f"{type}:{key}"
+def escape_part(part: str) -> str:
+    """A key part with no colon left in it, and no other part escaping to the same text."""
+    return part.replace("%", "%25").replace(":", "%3A")
+
+
+def dedupe_key(type: str, key: KeyParts) -> str:
+    """`type:part1:part2…`, each part escaped: injective in (type, parts)."""
+    parts = (key,) if isinstance(key, str) else key
+    if not all(isinstance(part, str) for part in parts):
+        raise TypeError("every part of a job key must be a str")
+    return ":".join(escape_part(part) for part in (type, *parts))
 
 
 async def enqueue(
     conn: asyncpg.Connection,
     type: str,
-    key: str,
+    key: KeyParts,
     *,
     client_id: str | None = None,
     lead_id: str | None = None,
@@ -93,22 +110,23 @@ async def enqueue_many(
     if not specs:
         return []
     handler = registry.get(type)
-    prefix = dedupe_key(type, "")
-    counts = Counter(spec.key for spec in specs)
+    keys = [dedupe_key(type, spec.key) for spec in specs]
+    counts = Counter(keys)
     # The first spec of each key wins; walking backwards leaves it last in the dict.
-    first = {spec.key: spec for spec in reversed(specs)}
-    # Every key shares the prefix, so sorting keys sorts dedupe keys.
-    unique = [first[key] for key in sorted(first)]
+    first = {key: spec for key, spec in zip(reversed(keys), reversed(specs), strict=True)}
+    # Sorted by the dedupe key itself, the order the statement needs.
+    ordered = sorted(first)
+    unique = [first[key] for key in ordered]
     rows = await conn.fetch(
         ENQUEUE_MANY[handler.dedupe],
         type,
         handler.max_attempts,
-        [prefix + s.key for s in unique],
+        ordered,
         _column([s.client_id for s in unique]),
         _column([s.lead_id for s in unique]),
         _column([json.dumps(s.payload) if s.payload else None for s in unique]),
         _column([s.run_at for s in unique]),
-        _column([n if (n := counts[s.key]) > 1 else None for s in unique]),
+        _column([n if (n := counts[key]) > 1 else None for key in ordered]),
     )
     by_key = {
         r["dedupe_key"]: Enqueued(
@@ -123,7 +141,7 @@ async def enqueue_many(
     JOBS_ENQUEUED.labels(type, "true").inc(len(specs) - created)
     if created and any(_due(s.run_at) for s in unique):
         notify.job_due(committed=not conn.is_in_transaction())
-    return [by_key[prefix + key] for key in dict.fromkeys(spec.key for spec in specs)]
+    return [by_key[key] for key in dict.fromkeys(keys)]
 
 
 def _column(values: list[Any]) -> list[Any] | None:

@@ -56,6 +56,6 @@ async def schedule_pruning(
     await enqueue(
         conn,
         "prune_jobs",
-        hour,
+        (hour,),
         payload={"keep_days": keep_days, "keep_failed_days": keep_failed_days},
     )

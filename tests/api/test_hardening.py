@@ -316,8 +316,9 @@ async def test_an_ai_reply_postgres_cannot_store_is_kept(start_service, db, fake
     # Lots of long inbound text: what reaches the model stays bounded.
     for n in range(40):
         await db.execute(
-            "INSERT INTO messages (lead_id, channel, direction, text, provider_message_id, sent_at)"
-            " VALUES ($1, 'sms', 'inbound', $2, $3, now() - make_interval(mins => $4))",
+            "INSERT INTO messages"
+            " (client_id, lead_id, channel, direction, text, provider_message_id, sent_at)"
+            " VALUES ('acme', $1, 'sms', 'inbound', $2, $3, now() - make_interval(mins => $4))",
             lead,
             "long words " * 3_000,
             f"long-{n}",
@@ -391,8 +392,10 @@ async def test_a_leads_messages_answer_is_bounded_in_bytes(service, db):
     [lead] = await seed(service, leads=1)
     big = "m" * 60_000
     await db.execute(
-        "INSERT INTO messages (lead_id, channel, direction, text, provider_message_id, sent_at)"
-        " SELECT $1, 'sms', 'inbound', $2 || n, 'big-' || n, now() - make_interval(mins => n)"
+        "INSERT INTO messages"
+        " (client_id, lead_id, channel, direction, text, provider_message_id, sent_at)"
+        " SELECT 'acme', $1, 'sms', 'inbound', $2 || n, 'big-' || n,"
+        " now() - make_interval(mins => n)"
         " FROM generate_series(1, 100) AS n",
         lead,
         big,

@@ -124,20 +124,24 @@ async def test_reactivation_of_unknown_client_is_404(service, db):
     assert await db.fetchval("SELECT count(*) FROM reactivations") == 0
 
 
-async def test_reactivation_id_of_another_client_is_409_and_unchanged(service, db):
+async def test_reactivation_id_is_per_client(service, db):
     await seed(service, "acme", leads=0)
     await seed(service, "other", leads=0)
     assert (await service.api.post("/api/reactivations", json=CAMPAIGN)).status_code == 201
     before = dict(await db.fetchrow("SELECT * FROM reactivations"))
 
-    # Another client's campaign under the same id, identical or changed, must not take it over.
-    for body in (
-        {**CAMPAIGN, "client_id": "other"},
-        {**CAMPAIGN, "client_id": "other", "text": "Come back to Other!", "inactive_days": 5},
-    ):
-        assert_error(await service.api.post("/api/reactivations", json=body), 409)
-    rows = [dict(r) for r in await db.fetch("SELECT * FROM reactivations")]
-    assert rows == [before]
+    # Another client's campaign under the same id is a campaign of its own: created, then
+    # matched and updated on its own, and the first client's is left as it was.
+    other = {**CAMPAIGN, "client_id": "other", "text": "Come back to Other!", "inactive_days": 5}
+    created = await service.api.post("/api/reactivations", json=other)
+    assert created.status_code == 201, created.text
+    assert created.json()["client_id"] == "other" and created.json()["inactive_days"] == 5
+    assert (await service.api.post("/api/reactivations", json=other)).status_code == 200
+    updated = await service.api.post("/api/reactivations", json={**other, "inactive_days": 9})
+    assert updated.status_code == 200 and updated.json()["inactive_days"] == 9
+    rows = {r["client_id"]: dict(r) for r in await db.fetch("SELECT * FROM reactivations")}
+    assert rows["acme"] == before
+    assert (rows["other"]["id"], rows["other"]["inactive_days"]) == (CAMPAIGN["id"], 9)
 
 
 async def test_reactivation_bad_input_is_refused_and_nothing_written(service, db):

@@ -56,8 +56,9 @@ async def test_campaign_reaches_each_inactive_lead_once(service, db, sandbox, lo
     # Active: a message a day ago, either way. Inactive: half only 100-day-old messages, half none.
     await db.execute(
         """
-        INSERT INTO messages (lead_id, channel, direction, text, provider_message_id, sent_at)
-        SELECT id, 'sms', CASE WHEN n % 2 = 0 THEN 'inbound' ELSE 'outbound' END, 'hi',
+        INSERT INTO messages
+            (client_id, lead_id, channel, direction, text, provider_message_id, sent_at)
+        SELECT 'acme', id, 'sms', CASE WHEN n % 2 = 0 THEN 'inbound' ELSE 'outbound' END, 'hi',
                'recent-' || id, now() - interval '1 day'
         FROM unnest($1::text[]) WITH ORDINALITY AS a (id, n)
         """,
@@ -65,8 +66,9 @@ async def test_campaign_reaches_each_inactive_lead_once(service, db, sandbox, lo
     )
     await db.execute(
         """
-        INSERT INTO messages (lead_id, channel, direction, text, provider_message_id, sent_at)
-        SELECT id, 'sms', 'outbound', 'old', 'old-' || id, now() - interval '100 days'
+        INSERT INTO messages
+            (client_id, lead_id, channel, direction, text, provider_message_id, sent_at)
+        SELECT 'acme', id, 'sms', 'outbound', 'old', 'old-' || id, now() - interval '100 days'
         FROM unnest($1::text[]) AS id
         """,
         inactive[:250],
@@ -171,8 +173,9 @@ async def test_lead_that_replies_before_its_send_runs_is_not_sent_to(service, db
     # The lead writes back before the retry runs.
     await db.execute(
         """
-        INSERT INTO messages (lead_id, channel, direction, text, provider_message_id, sent_at)
-        VALUES ('ada', 'email', 'inbound', 'Actually, yes please', 'em-in-1', now())
+        INSERT INTO messages
+            (client_id, lead_id, channel, direction, text, provider_message_id, sent_at)
+        VALUES ('acme', 'ada', 'email', 'inbound', 'Actually, yes please', 'em-in-1', now())
         """
     )
     await db.execute("UPDATE jobs SET run_at = now() WHERE id = $1", job["id"])
