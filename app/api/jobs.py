@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import Query
 
-from app.api.deps import INVALID_PARAMS, DbDep, Responses, api_router, error
+from app.api.deps import INVALID_PARAMS, CallerDep, DbDep, Responses, api_router, error
 from app.api.errors import ApiError
 from app.db import Database
 from app.models import JobList, JobOut, JobStatus, QueueOverview
@@ -55,10 +55,10 @@ async def _change(db: Database, job_id: str, change, verb: str) -> JobOut:
 
 
 @router.get("/overview", response_model=QueueOverview)
-async def overview(db: DbDep) -> QueueOverview:
+async def overview(db: DbDep, caller: CallerDep) -> QueueOverview:
     """Counts by status and type, the oldest due job's age and the latest runner summaries."""
     async with db.acquire() as conn:
-        return QueueOverview(**await queue_overview(conn))
+        return QueueOverview(**await queue_overview(conn, client_id=caller.client_id))
 
 
 @router.get("", response_model=JobList, responses=INVALID_PARAMS)
