@@ -142,6 +142,14 @@ async def seed(service, client_id: str = "acme", leads: int = 3, **lead_fields: 
     return ids
 
 
+def has_route(path: str) -> bool:
+    """Whether the app's OpenAPI document has this path (as declared: `/api/jobs/{job_id}`)."""
+    from app.main import create_app
+
+    settings = Settings(_env_file=None, database_url="postgresql://handoff@127.0.0.1/handoff")
+    return path in create_app(settings).openapi()["paths"]
+
+
 def assert_error(response: Any, status: int, code: str | None = None) -> dict:
     """The status and the contract's error body, {"error": str, "detail": str}, with no trace."""
     assert response.status_code == status, (str(response.request.url), response.text)

@@ -5,6 +5,9 @@ the page talks to the same API as any client and the database tells what really 
 Without Chromium (or Playwright) the browser tests are skipped, with the reason; under CI
 (`CI` set, as CI services do) they fail instead, so a CI run never passes without them.
 
+The test of a client key's sign-in needs the client keys API (`POST
+/api/clients/{client_id}/keys`); a build without it skips that test, with the reason.
+
 The README's picture, docs/dashboard.png, is taken by `test_sync_end_to_end` only when
 `HANDOFF_SCREENSHOT=1` is set, so an ordinary run leaves the checkout as it was:
 `HANDOFF_SCREENSHOT=1 pytest tests/test_dashboard.py -k end_to_end` renews it.
@@ -16,15 +19,17 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import get_args
+from urllib.parse import urlsplit
 
 import pytest
 
 from app.models.api import JobStatus
 from app.queue.registry import registry
 from tests.conftest import API_TOKEN, ROOT
-from tests.support import assert_error, seed
+from tests.support import assert_error, has_route, seed
 
 # HANDOFF_TEST_CHROMIUM: another browser binary (tests of this rule point it at nothing).
 CHROMIUM = Path(os.environ.get("HANDOFF_TEST_CHROMIUM") or "/usr/bin/chromium")
@@ -43,6 +48,11 @@ else:
     MISSING = None
 # Outside CI a missing browser skips these tests before anything is set up for them.
 needs_browser = pytest.mark.skipif(MISSING is not None and not IN_CI, reason=MISSING or "")
+
+KEYS_ROUTE = "/api/clients/{client_id}/keys"
+needs_client_keys = pytest.mark.skipif(
+    not has_route(KEYS_ROUTE), reason=f"this build has no client keys ({KEYS_ROUTE})"
+)
 
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -110,6 +120,54 @@ async def count_sync_jobs(db) -> int:
     return await db.fetchval("SELECT count(*) FROM jobs WHERE type = 'conversation_sync'")
 
 
+# An hour of acme's finished jobs: (minutes ago, type, status, how many). Each started the
+# moment it was due, so none of them adds to the backlog ...
+HISTORY = [
+    (40, "lead_scoring", "succeeded", 4),
+    (20, "followup_send", "cancelled", 2),
+    (5, "lead_scoring", "succeeded", 3),
+    (5, "followup_send", "failed", 1),
+]
+# ... but for two that were due 30 minutes ago and started 10 minutes ago.
+WAITED = 2
+HISTORY_TOTALS = {"succeeded": 9, "failed": 1, "cancelled": 2}
+
+
+async def add_jobs(db, n: int, type_: str, status: str, key: str, due, started, finished) -> None:
+    await db.execute(
+        "INSERT INTO jobs (type, status, dedupe_key, dedupe_scope, client_id, lead_id, attempts,"
+        " created_at, run_at, started_at, finished_at)"
+        " SELECT $1, $2, $1 || ':' || $3 || '-' || i, 'forever', 'acme', 'acme-lead-0', 1,"
+        " $4, $4, $5, $6"
+        " FROM generate_series(1, $7) AS i",
+        type_,
+        status,
+        key,
+        due,
+        started,
+        finished,
+        n,
+    )
+
+
+async def add_history(db) -> None:
+    now = await db.fetchval("SELECT now()")
+    for ago, type_, status, n in HISTORY:
+        at = now - timedelta(minutes=ago)
+        started = None if status == "cancelled" else at
+        await add_jobs(db, n, type_, status, f"past-{ago}-{status}", at, started, at)
+    due, started = now - timedelta(minutes=30), now - timedelta(minutes=10)
+    await add_jobs(db, WAITED, "lead_scoring", "succeeded", "past-waited", due, started, started)
+
+
+def chart_summary(succeeded: int, failed: int, cancelled: int, backlog: str) -> re.Pattern:
+    """The chart's description, as the page writes it."""
+    return re.compile(
+        rf"^In the last hour: {succeeded} succeeded, {failed} failed, {cancelled} cancelled\. "
+        rf"Due backlog now {backlog}\.$"
+    )
+
+
 async def test_page_and_assets_are_served_without_a_token(service):
     page = await service.anon.get("/")
     assert page.status_code == 200
@@ -154,10 +212,16 @@ async def test_page_and_assets_are_served_without_a_token(service):
 @needs_browser
 async def test_sync_end_to_end(service, db, open_page):
     await seed(service, leads=2)
+    # An hour behind it, so the queue's chart (and the README's picture) has a past to show.
+    await add_history(db)
     page = await signed_in(open_page, service)
     # The token left the address bar (and history) at once; the tab keeps it.
     assert "token" not in page.url
     assert API_TOKEN not in page.url
+    await expect(page.locator("#signed-in-as")).to_have_text("API token: all clients")
+    await expect(page.locator("#chart-desc")).to_have_text(
+        chart_summary(**HISTORY_TOTALS, backlog=f"0, at most {WAITED}")
+    )
 
     await page.select_option("#client-select", "acme")
     await page.select_option("#lead-select", "acme-lead-0")
@@ -207,7 +271,13 @@ async def test_sync_end_to_end(service, db, open_page):
         await expect(row.locator('[data-label="Duration"]')).to_have_text(re.compile(r"\d"))
     await expect(page.locator("#runs-body tr")).to_have_count(1)
     await expect(page.locator("#runs-body tr")).to_contain_text("drained")
+    await expect(page.locator("#runs-note")).to_be_hidden()
     await expect(page.locator("#stat-due")).to_have_text("0")
+    # The chart counts the two syncs with the hour's other finished jobs.
+    totals = {**HISTORY_TOTALS, "succeeded": HISTORY_TOTALS["succeeded"] + 2}
+    await expect(page.locator("#chart-desc")).to_have_text(
+        chart_summary(**totals, backlog=r"0, .*")
+    )
 
     # The picture in the README, when asked for: no hover or focus state left over from the
     # clicks above.
@@ -216,6 +286,119 @@ async def test_sync_end_to_end(service, db, open_page):
         await page.evaluate("document.activeElement.blur()")
         SCREENSHOT.parent.mkdir(exist_ok=True)
         await page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+
+@needs_browser
+async def test_queue_chart_draws_the_last_hour(service, db, open_page):
+    await seed(service, leads=1)
+    await add_history(db)
+    page = await signed_in(open_page, service)
+
+    # An image with a name and a description in words, which say what it shows.
+    chart = page.locator("#chart-svg")
+    await expect(chart).to_have_attribute("role", "img")
+    await expect(chart).to_have_accessible_name(re.compile("^Jobs finished per minute"))
+    summary = chart_summary(**HISTORY_TOTALS, backlog=f"0, at most {WAITED}")
+    await expect(chart).to_have_accessible_description(summary)
+
+    # One bar per minute and outcome that had any, as tall as its count, where the database
+    # says those jobs finished.
+    minute_of = (
+        "SELECT to_char(date_trunc('minute', finished_at) AT TIME ZONE 'UTC',"
+        " 'YYYY-MM-DD\"T\"HH24:MI') AS minute, status, count(*)::int AS n FROM jobs"
+        " WHERE finished_at IS NOT NULL GROUP BY 1, 2"
+    )
+    want = {(r["minute"], r["status"]): r["n"] for r in await db.fetch(minute_of)}
+    bars = page.locator("#chart-svg rect.bar")
+    await expect(bars).to_have_count(len(want))
+    drawn = await bars.evaluate_all(
+        "(bars) => bars.map((b) => [b.dataset.minute, b.getAttribute('class'),"
+        " Number(b.dataset.count), b.getBBox().height])"
+    )
+    assert {(m[:16], c.removeprefix("bar bar-")): n for m, c, n, _ in drawn} == want
+    height = {n: h for _, _, n, h in drawn}
+    assert height[4] > height[3] > height[2] > height[1] > 0
+    # The backlog line has a point for each of the 60 minutes, and every minute a hover title.
+    points = await page.locator("#chart-svg .backlog-line").get_attribute("points")
+    assert points is not None and len(points.split()) == 60
+    await expect(page.locator("#chart-svg .hit title")).to_have_count(60)
+    await expect(page.locator("#chart-svg .chart-labels text", has_text="now")).to_have_count(1)
+    # Drawn with DOM calls and the stylesheet's classes: no inline style anywhere in it.
+    assert await page.locator("#queue-chart [style]").count() == 0
+
+    # It refreshes with the rest of the panel: a job that fails now is drawn without a reload.
+    now = await db.fetchval("SELECT now()")
+    await add_jobs(db, 1, "lead_scoring", "failed", "late", now, now, now)
+    totals = {**HISTORY_TOTALS, "failed": HISTORY_TOTALS["failed"] + 1}
+    await expect(chart).to_have_accessible_description(chart_summary(**totals, backlog=r"0, .*"))
+    await expect(bars).to_have_count(len(want) + 1)
+
+
+@needs_browser
+@needs_client_keys
+async def test_a_client_key_sees_its_own_client_alone(service, db, open_page):
+    for client in ("acme", "globex"):
+        await seed(service, client, leads=2)
+        sync = {"client_id": client, "lead_id": f"{client}-lead-0"}
+        assert (await service.api.post("/sync", json=sync)).status_code == 202
+    await service.run_jobs()
+    # Two jobs of globex's still due, and a past hour of acme's.
+    await service.api.post("/sync", json={"client_id": "globex"})
+    await service.api.post("/sync", json={"client_id": "globex", "lead_id": "globex-lead-1"})
+    await add_history(db)
+    response = await service.api.post("/api/clients/acme/keys")
+    assert response.status_code == 201, response.text
+    key = response.json()["key"]
+    assert key.startswith("hk_")
+
+    page = await open_page()
+    answers: list[tuple[int, str]] = []
+    page.on("response", lambda r: answers.append((r.status, urlsplit(r.url).path)))
+    await page.goto(f"{service.base_url}/?token={key}")
+    await expect(page.locator("#app")).to_be_visible()
+    assert key not in page.url
+    await expect(page.locator("#signed-in-as")).to_have_text("Client key: acme")
+
+    # Its client, its leads and its jobs: nothing of globex's.
+    assert await page.locator("#client-select option").evaluate_all(
+        "(options) => options.map((o) => o.value)"
+    ) == ["acme"]
+    await expect(page.locator("#lead-select option")).to_have_count(3)
+    acme_jobs = {
+        str(r["id"]) for r in await db.fetch("SELECT id FROM jobs WHERE client_id = 'acme'")
+    }
+    rows = page.locator("#jobs-body tr")
+    await expect(rows).to_have_count(len(acme_jobs))
+    shown = await rows.evaluate_all("(rows) => rows.map((row) => row.dataset.jobId)")
+    assert set(shown) == acme_jobs
+    # The queue panel counts acme's jobs only: globex's due syncs are not in it, and there
+    # are no runner runs (they drain every client's jobs), which the panel says.
+    await expect(page.locator("#stat-due")).to_have_text("0")
+    totals = {**HISTORY_TOTALS, "succeeded": HISTORY_TOTALS["succeeded"] + 2}
+    await expect(page.locator("#chart-desc")).to_have_text(
+        chart_summary(**totals, backlog=r"0, .*")
+    )
+    await expect(page.locator("#counts-body tr")).to_have_count(3)
+    await expect(page.locator("#counts-body")).not_to_contain_text("sync_all")
+    await expect(page.locator("#runs-panel")).to_be_hidden()
+    await expect(page.locator("#runs-note")).to_be_visible()
+    assert "globex" not in await page.locator("body").inner_text()
+
+    # And it acts for its client: a Sync of all acme's leads.
+    await page.click("#sync-button")
+    await expect(page.locator("#sync-message")).to_have_text("Started 1 job.")
+    sync_all = await db.fetchval(
+        "SELECT client_id FROM jobs WHERE type = 'sync_all' ORDER BY id DESC LIMIT 1"
+    )
+    assert sync_all == "acme"
+
+    # Nothing it asked for was refused or needs the API token (no /metrics, no admin route).
+    await expect(page.locator("#app-error")).to_be_hidden()
+    assert [a for a in answers if a[0] >= 400] == []
+    assert all(
+        path == "/" or path.startswith(("/static/", "/api/", "/sync")) for _, path in answers
+    )
+    assert not any(path.startswith(("/metrics", "/api/clients/")) for _, path in answers)
 
 
 @needs_browser

@@ -1,11 +1,14 @@
 """The dashboard: one server-rendered page, plus the CSS and JavaScript it loads from /static.
 
 The page itself holds no data and needs no token (the contract makes `GET /` public); the
-script reads the API token from the address bar or a sign-in form and sends it as a bearer
-token on every API call it makes. What the page must know about the queue itself, the job
-statuses and the registered job types, is rendered into it from here (the filters' options,
-the counts table's columns, and a JSON block the script reads the statuses from), so the
-script keeps no copy of its own.
+script reads the API token or a client key from the address bar or a sign-in form and sends it
+as a bearer token on every API call it makes. It calls only routes a client key may call too
+(never /metrics or an API-token-only route), so with a key it shows that client alone, as the
+API answers. The queue panel's chart is SVG the script draws itself, under the same policy.
+
+What the page must know about the queue itself, the job statuses and the registered job types,
+is rendered into it from here (the filters' options, the counts table's columns, and a JSON
+block the script reads the statuses from), so the script keeps no copy of its own.
 
 The script is a set of ES modules in app/static, loaded from `dashboard.js`. The page asks for
 that entry and the stylesheet with `?v=<hash of app/static>`; the modules it imports are

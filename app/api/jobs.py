@@ -58,10 +58,10 @@ async def _change(db: Database, caller: Caller, job_id: str, change, verb: str) 
 
 
 @router.get("/overview", response_model=QueueOverview)
-async def overview(db: DbDep) -> QueueOverview:
+async def overview(db: DbDep, caller: CallerDep) -> QueueOverview:
     """Counts by status and type, the oldest due job's age and the latest runner summaries."""
     async with db.acquire() as conn:
-        return QueueOverview(**await queue_overview(conn))
+        return QueueOverview(**await queue_overview(conn, client_id=caller.client_id))
 
 
 @router.get("", response_model=JobList, responses=INVALID_PARAMS)

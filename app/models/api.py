@@ -176,11 +176,34 @@ class RunOut(RunnerSummary):
     finished_at: datetime
 
 
+class QueueMinute(BaseModel):
+    """One UTC minute of the queue's last hour."""
+
+    minute: datetime = Field(description="The start of the minute (UTC).")
+    succeeded: int = Field(description="Jobs that finished as succeeded in this minute.")
+    failed: int = Field(description="Jobs that finished as failed in this minute.")
+    cancelled: int = Field(description="Jobs cancelled in this minute.")
+    backlog: int = Field(
+        description="Jobs due and waiting to start at the end of this minute (for the current "
+        "minute: now). Derived from each job's run_at, created_at, started_at and finished_at, "
+        "so only a job's latest wait counts: the waits before its retries are not kept."
+    )
+
+
 class QueueOverview(BaseModel):
+    client_id: str | None = Field(
+        description="The client these figures cover (a client key's); null: every client."
+    )
     counts: list[QueueCount]
     due: int
     oldest_due_age_s: float
-    runs: list[RunOut]
+    last_hour: list[QueueMinute] = Field(
+        description="The last 60 minutes, oldest first, the current (unfinished) minute last."
+    )
+    runs: list[RunOut] = Field(
+        description="The latest runner invocations, newest first; empty for a client key, as "
+        "a runner drains every client's jobs."
+    )
 
 
 class ClientList(BaseModel):

@@ -72,21 +72,32 @@ class QueueState:
     oldest_due_age_s: float
 
 
-async def queue_state(conn: asyncpg.Connection) -> QueueState:
-    """Jobs by status and type, how many are due, and how long the oldest due one has waited."""
-    counts = [dict(r) for r in await conn.fetch(QUERIES["queue_counts"])]
-    due = await conn.fetchrow(QUERIES["count_due"])
+async def queue_state(conn: asyncpg.Connection, client_id: str | None = None) -> QueueState:
+    """Jobs by status and type, how many are due, and how long the oldest due one has waited:
+    every client's, or only `client_id`'s."""
+    counts = [dict(r) for r in await conn.fetch(QUERIES["queue_counts"], client_id)]
+    if client_id is None:
+        due = await conn.fetchrow(QUERIES["count_due"])
+    else:
+        due = await conn.fetchrow(QUERIES["count_due_of_client"], client_id)
     return QueueState(counts, int(due["due"]), float(due["oldest_s"]))
 
 
-async def queue_overview(conn: asyncpg.Connection, runs: int = 10) -> dict[str, Any]:
-    """Counts by status and type, the oldest due job's age, and the latest runner summaries."""
-    state = await queue_state(conn)
-    recent = await conn.fetch(QUERIES["recent_invocations"], runs)
+async def queue_overview(
+    conn: asyncpg.Connection, client_id: str | None = None, *, runs: int = 10
+) -> dict[str, Any]:
+    """Counts by status and type, the oldest due job's age, the last hour minute by minute
+    and the latest runner summaries. With `client_id`, every figure covers that client's jobs
+    alone and there are no runner summaries: a runner drains every client's jobs at once."""
+    state = await queue_state(conn, client_id)
+    last_hour = [dict(r) for r in await conn.fetch(QUERIES["queue_last_hour"], client_id)]
+    recent = [] if client_id is not None else await conn.fetch(QUERIES["recent_invocations"], runs)
     return {
+        "client_id": client_id,
         "counts": state.counts,
         "due": state.due,
         "oldest_due_age_s": round(state.oldest_due_age_s, 3),
+        "last_hour": last_hour,
         "runs": [{**json.loads(r["summary"]), "finished_at": r["finished_at"]} for r in recent],
     }
 

@@ -99,6 +99,86 @@ SELECT (SELECT count(*) FROM jobs WHERE status = 'pending' AND run_at <= now())
                                            WHERE status = 'pending' AND run_at <= now())), 0)
            AS oldest_s
 
+-- count_due_of_client --
+-- count_due for client $1's jobs alone: the same partial indexes, their rows filtered.
+SELECT (SELECT count(*) FROM jobs WHERE status = 'pending' AND run_at <= now() AND client_id = $1)
+     + (SELECT count(*) FROM jobs WHERE status = 'running' AND locked_until < now()
+                                    AND client_id = $1) AS due,
+       coalesce(extract(epoch FROM now() - (SELECT min(run_at) FROM jobs
+                                           WHERE status = 'pending' AND run_at <= now()
+                                             AND client_id = $1)), 0)
+           AS oldest_s
+
+-- queue_last_hour --
+-- The dashboard's chart: the last 60 UTC minutes, the current one last. For each, the jobs
+-- that finished in it by outcome, and the due backlog at its end (for the current minute: now).
+-- A job waited from greatest(run_at, created_at) until its latest attempt started or it
+-- finished, whichever came first; only that latest wait is known, as a retry moves run_at and
+-- started_at on. A wait adds 1 to the backlog from the first sampled instant at or after its
+-- start up to the first at or after its end; the running sum of those steps is the backlog (a
+-- wait within one minute's interval is no step at all). Reads the hour's finished jobs through
+-- jobs_finished and the pending and running ones through their indexes, never the whole
+-- table. date_trunc cuts minutes in the session's time zone, and every zone's offset since
+-- 1972 is whole minutes, so these are UTC minutes in any. $1: one client's jobs only, or NULL
+-- for every client's.
+WITH span AS (
+    SELECT date_trunc('minute', now()) - interval '59 minutes' AS first
+), waits AS (
+    SELECT j.status, j.finished_at, greatest(j.run_at, j.created_at) AS since,
+           least(CASE WHEN j.started_at >= j.run_at THEN j.started_at END, j.finished_at) AS until
+    FROM jobs j
+    -- The bound written out, not read from span: the planner then sees how few rows it takes.
+    WHERE j.status IN ('succeeded', 'failed', 'cancelled')
+      AND j.finished_at >= date_trunc('minute', now()) - interval '59 minutes'
+      AND ($1::text IS NULL OR j.client_id = $1)
+    UNION ALL
+    SELECT status, NULL, greatest(run_at, created_at), NULL FROM jobs
+    WHERE status = 'pending' AND run_at <= now() AND ($1::text IS NULL OR client_id = $1)
+    UNION ALL
+    SELECT status, NULL, greatest(run_at, created_at), started_at FROM jobs
+    WHERE status = 'running' AND ($1::text IS NULL OR client_id = $1)
+), minutes AS (
+    -- Each instant as the minute it counts in: finished in minute `done` (NULL: not finished);
+    -- waiting from the sample of minute `from_m` (NULL: no wait) to that of `to_m` (NULL: still
+    -- waiting). A minute is sampled at its end, the current one at now(); an instant counts
+    -- at the first sample at or after it, and an instant before the hour at the first sample.
+    -- Jobs alike in all four are counted together, so what follows reads a few hundred rows.
+    SELECT w.status, date_trunc('minute', w.finished_at) AS done,
+           CASE WHEN w.since <= now() AND (w.until IS NULL OR w.until > w.since)
+                THEN greatest(date_trunc('minute', w.since - interval '1 microsecond'), s.first)
+           END AS from_m,
+           CASE WHEN w.until <= now() AND w.until > w.since
+                THEN greatest(date_trunc('minute', w.until - interval '1 microsecond'), s.first)
+           END AS to_m,
+           count(*) AS n
+    FROM waits w, span s
+    GROUP BY 1, 2, 3, 4
+), steps AS (
+    SELECT from_m AS minute, n AS delta FROM minutes
+    WHERE from_m IS NOT NULL AND from_m IS DISTINCT FROM to_m
+    UNION ALL
+    SELECT to_m, -n FROM minutes WHERE to_m <> from_m
+), backlog_steps AS (
+    SELECT minute, sum(delta) AS delta FROM steps GROUP BY minute
+), outcomes AS (
+    SELECT done AS minute,
+           sum(n) FILTER (WHERE status = 'succeeded') AS succeeded,
+           sum(n) FILTER (WHERE status = 'failed') AS failed,
+           sum(n) FILTER (WHERE status = 'cancelled') AS cancelled
+    FROM minutes WHERE done IS NOT NULL
+    GROUP BY done
+)
+SELECT m.minute,
+       coalesce(o.succeeded, 0)::bigint AS succeeded, coalesce(o.failed, 0)::bigint AS failed,
+       coalesce(o.cancelled, 0)::bigint AS cancelled,
+       (sum(coalesce(b.delta, 0)) OVER (ORDER BY m.minute))::bigint AS backlog
+FROM span
+CROSS JOIN generate_series(span.first, span.first + interval '59 minutes', interval '1 minute')
+     AS m(minute)
+LEFT JOIN outcomes o ON o.minute = m.minute
+LEFT JOIN backlog_steps b ON b.minute = m.minute
+ORDER BY m.minute
+
 -- record_invocation --
 -- A drain's summary, kept for operators; pruned with the jobs.
 INSERT INTO runner_invocations (invocation_id, summary) VALUES ($1, $2::jsonb)
@@ -109,7 +189,10 @@ SELECT invocation_id, finished_at, summary::text AS summary FROM runner_invocati
 ORDER BY finished_at DESC LIMIT $1
 
 -- queue_counts --
-SELECT status, type, count(*) AS count FROM jobs GROUP BY status, type ORDER BY type, status
+-- $1: one client's jobs only, or NULL for every client's.
+SELECT status, type, count(*) AS count FROM jobs
+WHERE $1::text IS NULL OR client_id = $1
+GROUP BY status, type ORDER BY type, status
 
 -- manual_retry --
 -- failed/cancelled -> pending, unless an active twin holds the key (the caller answers 409).

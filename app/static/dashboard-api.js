@@ -1,5 +1,5 @@
-// The JSON API, called with the tab's API token as a bearer token, and the banner that shows
-// what background refreshes could not get from it.
+// The JSON API, called with the tab's API token or client key as a bearer token, and the
+// banner that shows what background refreshes could not get from it.
 
 import { $ } from "./dashboard-dom.js";
 import { signOut } from "./dashboard-session.js";

@@ -1,10 +1,13 @@
-// The queue overview: the stats, the counts by type and status, the latest runner runs.
+// The queue overview: the stats, the last hour's chart, the counts by type and status, the
+// latest runner runs. With a client key the API answers for that client alone, and without
+// runner runs (they drain every client's jobs): the panel says so instead of an empty table.
 
 import { api, reportError } from "./dashboard-api.js";
+import { renderChart } from "./dashboard-chart.js";
 import { $, cell, el, emptyRow } from "./dashboard-dom.js";
 import { formatDuration, timeNode } from "./dashboard-format.js";
 import { showLead } from "./dashboard-lead.js";
-import { STATUSES, state } from "./dashboard-state.js";
+import { FINISHED, STATUSES, state } from "./dashboard-state.js";
 
 export async function refreshOverview() {
   const request = ++state.overviewRequest;
@@ -26,6 +29,8 @@ function renderOverview(data) {
   $("stat-running").textContent = String(total("running"));
   $("stat-failed").textContent = String(total("failed"));
   $("overview-updated").textContent = `Updated ${new Date().toLocaleTimeString()}`;
+  showScope(data.client_id);
+  renderChart(data.last_hour || []);
 
   // The header (Type, one column per status, total) comes with the page, from the server.
   const byType = new Map();
@@ -68,10 +73,23 @@ function renderOverview(data) {
   if (runs.length === 0) runs.push(emptyRow(runsBody, "The runner has not run yet."));
   runsBody.replaceChildren(...runs);
 
-  // A runner finished since the last look: the open lead may have new messages or a score.
+  // A runner finished, or one of the jobs in view did, since the last look: the open lead may
+  // have new messages or a score. (A client key sees no runner runs; its finished jobs tell.)
   const newest = data.runs.length ? data.runs[0].invocation_id : null;
-  if (state.lastRunId !== undefined && newest !== state.lastRunId && state.leadId) {
+  const finished = data.counts.filter((c) => FINISHED.has(c.status));
+  const activity = `${newest} ${finished.reduce((n, c) => n + c.count, 0)}`;
+  if (state.lastActivity !== undefined && activity !== state.lastActivity && state.leadId) {
     showLead(state.leadId, { quiet: true });
   }
-  state.lastRunId = newest;
+  state.lastActivity = activity;
+}
+
+// Whom the figures cover: every client (the API token) or one (a client key).
+function showScope(clientId) {
+  const scoped = clientId !== null && clientId !== undefined;
+  const badge = $("signed-in-as");
+  badge.textContent = scoped ? `Client key: ${clientId}` : "API token: all clients";
+  badge.hidden = false;
+  $("runs-panel").hidden = scoped;
+  $("runs-note").hidden = !scoped;
 }

@@ -33,8 +33,9 @@ export function signOut(message) {
   // Whoever signs in next in this tab starts from a clean page.
   state.followGeneration += 1;
   state.followed = [];
-  state.lastRunId = undefined;
+  state.lastActivity = undefined;
   state.errors.clear();
+  $("signed-in-as").hidden = true;
   renderFollowed();
   reportError("signout", null);
   for (const id of ["sync-message", "jobs-message"]) setMessage($(id), "");

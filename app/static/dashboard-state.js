@@ -28,8 +28,9 @@ export const state = {
   jobsRequest: 0,
   leadRequest: 0,
   busyJobs: new Set(),
-  // undefined until the first overview arrives; null while the runner has never run.
-  lastRunId: undefined,
+  // undefined until the first overview arrives; then the newest runner run and how many
+  // jobs in view have finished, so a change of either is noticed.
+  lastActivity: undefined,
   leadId: "",
   errors: new Map(),
 };

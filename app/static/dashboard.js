@@ -1,8 +1,10 @@
 // The handoff dashboard: plain JavaScript ES modules, no build step, no dependencies.
 //
-// Everything shown comes from the JSON API with the API token as a bearer token. Data is
-// only ever written with textContent (see el() in dashboard-dom.js), never as markup, so a
-// message's text cannot inject HTML into the page.
+// Everything shown comes from the JSON API, called with the API token (every client) or a
+// client key (`hk_…`, that client alone) as a bearer token; the page calls only routes a
+// client key may call too, and the API scopes every answer. Data is only ever written with
+// textContent (see el() in dashboard-dom.js), never as markup, so a message's text cannot
+// inject HTML into the page.
 //
 // This module wires the page up; the others hold one part each:
 //   dashboard-state.js     the server's job statuses, the page's settings and its state
@@ -10,11 +12,13 @@
 //   dashboard-api.js       the API and its errors   dashboard-session.js  signing in and out
 //   dashboard-sync.js      clients, leads, Sync     dashboard-follow.js   the last sync's jobs
 //   dashboard-overview.js  the queue overview       dashboard-jobs.js     the jobs table
-//   dashboard-lead.js      the lead view            dashboard-refresh.js  polling
+//   dashboard-chart.js     the last hour's chart    dashboard-refresh.js  polling
+//   dashboard-lead.js      the lead view
 // Some of them import each other both ways; that is safe because none calls into another
 // while loading: they only do so from start() below and from the events it wires.
 
 import { token } from "./dashboard-api.js";
+import { watchChartSize } from "./dashboard-chart.js";
 import { $, setMessage } from "./dashboard-dom.js";
 import { refreshJobs } from "./dashboard-jobs.js";
 import { showLead } from "./dashboard-lead.js";
@@ -28,7 +32,7 @@ function start() {
     event.preventDefault();
     const given = $("token-input").value.trim();
     if (!given) {
-      setMessage($("signin-error"), "Enter the API token.", "error");
+      setMessage($("signin-error"), "Enter the API token or a client key.", "error");
       $("token-input").focus();
       return;
     }
@@ -45,6 +49,7 @@ function start() {
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) refreshNow();
   });
+  watchChartSize();
 
   takeTokenFromAddress();
   if (token()) signIn();
