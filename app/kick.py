@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -50,6 +51,9 @@ FAILURE_BACKOFF_S = 5.0
 UNCONFIRMED_S = 2 * KICK_TIMEOUT_S
 # A runner's slot lapses this long after the longest its function may run (it died).
 HELD_GRACE_S = 60.0
+# Jobs that became due this long before a runner's kick, or later, may have come after its
+# last look; once its slot is free it kicks again for them (see Kicker._drain).
+FRESH_S = 1.0
 
 
 def kick_url(settings: Settings) -> str | None:
@@ -167,20 +171,26 @@ class Kicker:
             parsed = uuid.UUID(token)
         except ValueError:
             return None
-        if not await self.slots.confirm(parsed):
+        kicked_at = await self.slots.confirm(parsed)
+        if kicked_at is None:
             return None
-        self.background.start(self._drain(parsed, runner, budget_s))
+        since = kicked_at - timedelta(seconds=FRESH_S)
+        self.background.start(self._drain(parsed, runner, budget_s, since))
         return runner.invocation_id
 
-    async def _drain(self, token: uuid.UUID, runner: Runner, budget_s: float) -> None:
+    async def _drain(
+        self, token: uuid.UUID, runner: Runner, budget_s: float, since: datetime
+    ) -> None:
         processed = 0
         try:
             summary = await runner.drain(budget_s)
             processed = sum(summary.outcomes.values())
         finally:
-            due = await self.slots.release(token)
-        # Jobs that came while this runner held its slot may have had their kick refused;
-        # counted after the slot was free, they get one now. A drain that ran nothing does not
-        # kick again, so a due job that no runner can claim never loops.
-        if due and processed:
+            due = await self.slots.release(token, since)
+        # A job that came while this runner held its slot may have had its kick refused, and
+        # this runner may have looked for the last time before it came: counted once the slot
+        # was free, it gets a kick now. Jobs due since before this runner's kick it would have
+        # claimed, so it kicks for those only if it ran anything: a job no runner can claim
+        # (its row locked elsewhere) is never kicked for in a loop.
+        if due.fresh or (due.all and processed):
             self.poke()

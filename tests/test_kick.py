@@ -63,6 +63,27 @@ async def start_kicking(make_settings, process_logs) -> AsyncIterator[ProcessSta
         process.wait(timeout=10)
 
 
+@pytest.fixture
+async def sandbox_process(process_logs) -> AsyncIterator[str]:
+    """The sandbox providers in a process of their own (no key: any bearer token passes), so
+    under load they do not share the tests' interpreter; yields their base URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["-m", "uvicorn", "app.sandbox:create_sandbox_app", "--factory", "--port", str(port)]
+    process = spawn(args, Settings(_env_file=None), process_logs, "sandbox")
+    async with httpx.AsyncClient() as client:
+
+        async def up() -> bool:
+            with contextlib.suppress(httpx.TransportError):
+                return (await client.get(f"{base}/sms/contacts/x/messages")).status_code == 200
+            return False
+
+        await eventually(up, 30, what="the sandbox process answers")
+    yield base
+    process.kill()
+    process.wait(timeout=10)
+
+
 async def sync(service: Service, lead_id: str, **body: object) -> tuple[float, list[str]]:
     """POST /sync for one lead: when the 202 arrived (epoch seconds) and the jobs' ids."""
     body = {"client_id": "acme", "lead_id": lead_id, **body}
@@ -118,8 +139,11 @@ async def test_a_kick_starts_each_sync_within_a_second(start_kicking, db):
     assert await db.fetchval("SELECT count(*) FROM runner_kicks") == 0
 
 
-async def test_a_burst_never_runs_more_than_runner_kick_max_runners(start_kicking, db):
-    service = await start_kicking(runner_kick_max=4)
+async def test_a_burst_never_runs_more_than_runner_kick_max_runners(
+    start_kicking, sandbox_process, db
+):
+    providers = {"sms_provider_url": f"{sandbox_process}/sms"}
+    service = await start_kicking(runner_kick_max=4, **providers)
     leads = await seed(service, leads=1000)
     # One job per request (its SMS conversation), to keep the drain short.
     await gather_limited(32, [sync(service, lead, channels=["sms"]) for lead in leads])
@@ -164,11 +188,9 @@ async def test_a_refused_or_hung_kick_costs_requests_nothing_and_cron_drains(
 ):
     refused_url = f"http://127.0.0.1:{free_port()}{RUNNER_PATH}"
     async with hanging_server() as hung_url:
-        services = {
-            "none": await start_kicking(kick=None),
-            "refused": await start_kicking(kick=refused_url),
-            "hung": await start_kicking(kick=hung_url),
-        }
+        kicks = {"none": None, "refused": refused_url, "hung": hung_url}
+        started = await asyncio.gather(*(start_kicking(kick=url) for url in kicks.values()))
+        services = dict(zip(kicks, started, strict=True))
         leads = await seed(services["none"], leads=90)
         # Warm each server's pools before timing.
         for name, service in services.items():

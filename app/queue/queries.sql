@@ -202,12 +202,13 @@ RETURNING k.slot
 
 -- confirm_kick_slot --
 -- The kicked runner takes up its slot ($1) for its whole drain ($2 seconds, after which a
--- runner that died lets it lapse). No row: the kicker gave the kick up, or it lapsed, before
--- the runner came; that runner must not drain, or more than RUNNER_KICK_MAX could.
+-- runner that died lets it lapse), and learns when it was kicked. No row: the kicker gave the
+-- kick up, or it lapsed, before the runner came; that runner must not drain, or more than
+-- RUNNER_KICK_MAX could.
 UPDATE runner_kicks
 SET started_at = now(), expires_at = now() + make_interval(secs => $2::float8)
 WHERE token = $1::uuid AND started_at IS NULL AND expires_at > now()
-RETURNING slot
+RETURNING kicked_at
 
 -- give_up_kick_slot --
 -- A kick that failed frees its slot, unless its runner took it up after all.
@@ -216,3 +217,12 @@ DELETE FROM runner_kicks WHERE token = $1::uuid AND started_at IS NULL
 -- release_kick_slot --
 -- A kicked runner is done: its slot is free for the next kick.
 DELETE FROM runner_kicks WHERE token = $1::uuid
+
+-- due_after_kick --
+-- Run once a kicked runner's slot is free: the jobs due now (as count_due), and those of them
+-- that became due after $1 (shortly before the runner was kicked), which that runner may
+-- never have seen; each part reads one partial index.
+SELECT (SELECT count(*) FROM jobs WHERE status = 'pending' AND run_at <= now())
+     + (SELECT count(*) FROM jobs WHERE status = 'running' AND locked_until < now()) AS due,
+       (SELECT count(*) FROM jobs WHERE status = 'pending' AND run_at <= now() AND run_at > $1)
+           AS fresh

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -18,6 +19,9 @@ async def database(database_url: str) -> AsyncIterator[Database]:
     db = await Database.open(database_url, pool_size=8)
     yield db
     await db.close()
+
+
+LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def slots(db: Database, size: int = 4, window_s: float = 0.0, **lapse: float) -> KickSlots:
@@ -35,7 +39,7 @@ async def test_at_most_size_slots_are_held(database, db):
     tokens = [await kicks.acquire() for _ in range(6)]
     assert all(tokens[:4]) and tokens[4:] == [None, None]
     assert await db.fetchval("SELECT count(*) FROM runner_kicks") == 4
-    await kicks.release(tokens[0])
+    await kicks.release(tokens[0], LONG_AGO)
     assert await kicks.acquire() is not None
 
 
@@ -82,16 +86,24 @@ async def test_a_taken_up_slot_outlives_its_kickers_giving_up(database):
     await kicks.give_up(token)  # the kick's answer came too late for its kicker
     await asyncio.sleep(0.15)  # past the unconfirmed lapse: the runner's hold counts
     assert await kicks.acquire() is None
-    await kicks.release(token)
+    await kicks.release(token, LONG_AGO)
     assert await kicks.acquire() is not None
 
 
-async def test_release_counts_the_jobs_due_once_the_slot_is_free(database):
+async def test_release_counts_due_jobs_once_the_slot_is_free_and_which_are_fresh(database):
     kicks = slots(database, size=1)
-    token = await kicks.acquire()
-    assert await kicks.confirm(token)
     jobs = Registry()
     jobs.handler("noop", dedupe="forever")(lambda _ctx: None)
     async with database.acquire() as conn:
-        await enqueue(conn, "noop", "now", registry=jobs)
-    assert await kicks.release(token) == 1
+        await enqueue(conn, "noop", "old", registry=jobs)
+    token = await kicks.acquire()
+    kicked_at = await kicks.confirm(token)
+    assert kicked_at is not None
+    async with database.acquire() as conn:
+        await enqueue(conn, "noop", "new", registry=jobs)
+        # Neither due yet: not counted.
+        later = datetime.now(UTC) + timedelta(hours=1)
+        await enqueue(conn, "noop", "later", registry=jobs, run_at=later)
+    due = await kicks.release(token, since=kicked_at)
+    assert (due.all, due.fresh) == (2, 1)
+    assert await kicks.acquire() is not None, "the slot is free"
