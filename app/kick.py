@@ -59,15 +59,14 @@ FRESH_S = 1.0
 def kick_url(settings: Settings) -> str | None:
     """Where kicks go: RUNNER_KICK_URL; on Vercel, unset, this deployment's runner route (in
     production by its production domain, in a preview by the deployment's own URL, so a preview
-    never kicks production); elsewhere none."""
+    never kicks production); elsewhere, `vercel dev` and a pulled `.env` included, none."""
     if settings.runner_kick_url:
         return settings.runner_kick_url
-    if settings.vercel_env == "production":
-        host = settings.vercel_project_production_url
-    elif settings.vercel_env:
-        host = settings.vercel_url
-    else:
-        host = None
+    hosts = {
+        "production": settings.vercel_project_production_url,
+        "preview": settings.vercel_url,
+    }
+    host = hosts.get(settings.vercel_env or "")
     return f"https://{host}{RUNNER_PATH}" if host else None
 
 

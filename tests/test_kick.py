@@ -256,6 +256,8 @@ def test_the_kick_url_defaults_to_this_deployments_runner_on_vercel():
         vercel_project_production_url="handoff.example.com",
     )
     assert kick_url(preview) == f"https://handoff-abc123.vercel.app{RUNNER_PATH}"
+    development = settings(vercel_env="development", vercel_url="localhost:3000")
+    assert kick_url(development) is None
 
 
 def test_a_loggable_kick_url_has_no_credentials_or_query():
