@@ -51,6 +51,14 @@ MESSAGES_CUT = Counter(
     ["channel"],
     registry=REGISTRY,
 )
+RUNNER_KICKS = Counter(
+    "handoff_runner_kicks",
+    "Runner kicks after a due job was enqueued, by outcome: started, coalesced (enough runners "
+    "were on their way), or failed as timeout, error (no answer: refused, unreachable) or "
+    "rejected (an answer other than 202).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge(
     "handoff_queue_depth",
     "Jobs in the table, by status and type.",

@@ -1,5 +1,5 @@
-"""What the API and the worker run on: the database, one HTTP client, the notifier, and runners
-on the settings' timings, opened and closed in one place."""
+"""What the API and the worker run on: the database, one HTTP client, the notifier, the runner
+kicker, and runners on the settings' timings, opened and closed in one place."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 import httpx
 
+from app.background import Background
 from app.db import Database
 from app.handlers import Providers  # importing app.handlers registers every job's handler
-from app.queue import Runner, registry, retention
+from app.kick import Kicker
+from app.queue import Runner, notify, registry, retention
 from app.queue.notify import Notifier
 from app.settings import Settings
 from app.telemetry import register_secrets
@@ -21,6 +23,9 @@ HTTP_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 # The queue's own upkeep: pruning finished jobs.
 retention.register(registry)
+# What work after a response (kicks, kicked drains) gets to end when the process stops; then it
+# is cancelled, and a cancelled drain releases its jobs.
+BACKGROUND_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class Runtime:
     settings: Settings
     db: Database
     providers: Providers
+    kicker: Kicker
 
     def runner(self, invocation_id: str | None = None) -> Runner:
         """A runner on the settings' timings whose handlers get the providers."""
@@ -51,6 +57,12 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     timeout = httpx.Timeout(settings.provider_timeout_s)
     try:
         async with httpx.AsyncClient(timeout=timeout, limits=HTTP_LIMITS) as http, Notifier(db):
-            yield Runtime(settings, db, Providers.from_settings(settings, http))
+            background = Background(on_vercel=settings.vercel_env is not None)
+            kicker = Kicker(settings, db, http, background)
+            try:
+                with notify.listening(kicker.poke):
+                    yield Runtime(settings, db, Providers.from_settings(settings, http), kicker)
+            finally:
+                await background.aclose(BACKGROUND_GRACE_S)
     finally:
         await db.close()

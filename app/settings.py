@@ -98,6 +98,19 @@ class Settings(BaseSettings):
     # Bound on each outbound HTTP call, the whole call including a slow body.
     provider_timeout_s: float = Field(10, gt=0, le=3_600)
 
+    # The runner route to call once an enqueue has committed a due job, so a runner starts at
+    # once (app/kick.py); unset: none, except on Vercel, where it defaults to the deployment's
+    # own runner route. The kick authenticates with CRON_SECRET.
+    runner_kick_url: str | None = None
+    # Kicked runners on their way or running at once, across every process.
+    runner_kick_max: int = Field(4, ge=1, le=64)
+    # Set by Vercel itself (system environment variables): where the kick goes by default,
+    # and the secret that lets it past Deployment Protection.
+    vercel_env: str | None = None
+    vercel_url: str | None = None
+    vercel_project_production_url: str | None = None
+    vercel_automation_bypass_secret: str | None = None
+
     @field_validator("database_url", "database_direct_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
@@ -151,6 +164,21 @@ class Settings(BaseSettings):
         if value is None or value == "":
             return None
         return check_webhook_secret(value)
+
+    @field_validator("runner_kick_url")
+    @classmethod
+    def _kick_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _kick_needs_cron_secret(self) -> Settings:
+        if self.runner_kick_url and not self.cron_secret:
+            raise ValueError("RUNNER_KICK_URL needs CRON_SECRET: the kick authenticates with it")
+        return self
 
     @model_validator(mode="after")
     def _margin_below_duration(self) -> Settings:

@@ -88,7 +88,7 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def extras(rows: list[dict[str, Any]]) -> list[str]:
-    """Secondary figures worth a line: B3's p99, B6's overshoot, B8's tail."""
+    """Secondary figures worth a line: B3's p99, B6's overshoot, B8's tail, B13's runners."""
     out = []
     for row in rows:
         extra = row.get("extra", {})
@@ -127,6 +127,14 @@ def extras(rows: list[dict[str, Any]]) -> list[str]:
             out.append(
                 f"- **{row['id']}**: jobs completed per invocation: "
                 + ", ".join(str(x) for x in extra["succeeded_per_round"])
+                + "."
+            )
+        if "kicked_invocations_per_round" in extra:
+            worst = ", ".join(f"{n} {v:.1f} ms" for n, v in extra["max_ms"].items())
+            out.append(
+                f"- **{row['id']}**: worst single wait: {worst}; kicked runner invocations per "
+                "round (both kinds): "
+                + ", ".join(str(x) for x in extra["kicked_invocations_per_round"])
                 + "."
             )
         if "notifications_received" in extra:

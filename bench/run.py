@@ -2,7 +2,7 @@
 
 The benchmarks, by report label and name: B1 single_enqueue, B2 bulk_enqueue, B3 http_sync,
 B4 drain_noop, B5 drain_http, B6 budget_fidelity, B7 budget_utilization, B8 pickup_latency,
-B9 claim_vs_table_size, B10 enqueue_with_listeners.
+B9 claim_vs_table_size, B10 enqueue_with_listeners, B13 kick_latency.
 
 A full run writes bench/results.json, BENCHMARKS.md and docs/bench.png; `--only` re-measures
 the named benchmarks and merges them into the existing results (each row keeps the time and
@@ -28,7 +28,7 @@ from typing import Any
 
 import asyncpg
 
-from bench import budget, drain, enqueue, http, latency, report
+from bench import budget, drain, enqueue, http, kick, latency, report
 from bench.common import (
     ADMIN_URL,
     DB_PREFIX,
@@ -57,6 +57,7 @@ BENCHMARKS: dict[str, Family] = {
     "B8": latency.pickup_latency,
     "B9": drain.claim_vs_table_size,
     "B10": enqueue.enqueue_with_listeners,
+    "B13": kick.kick_latency,
 }
 # `--only` also takes the functions' names, e.g. `--only drain_noop`.
 BY_NAME = {family.__name__: bench_id for bench_id, family in BENCHMARKS.items()}

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import Query, Request
+from fastapi import Header, Query, Request
+from fastapi.responses import JSONResponse
 
 from app.api.deps import DbDep, SettingsDep, cron_router, error
+from app.api.errors import ApiError
 from app.db import Database
-from app.models import EnqueuedResponse, RunnerSummary, slot_key
+from app.kick import KICK_HEADER
+from app.models import EnqueuedResponse, KickTakenUp, RunnerSummary, slot_key
 from app.queue import enqueue
 from app.queue.retention import schedule_pruning
 
@@ -47,19 +50,31 @@ async def reactivations(db: DbDep) -> EnqueuedResponse:
 @get_and_post(
     "/background-jobs",
     "cron_background_jobs",
-    responses={422: error("budget_s is not a positive number.")},
+    response_model=RunnerSummary,
+    responses={
+        202: {"model": KickTakenUp, "description": "A kick, taken up: the drain goes on."},
+        409: error("The kick's slot is not held: it was given up or lapsed (`kick_not_held`)."),
+        422: error("budget_s is not a positive number."),
+    },
 )
 async def background_jobs(
     request: Request,
     db: DbDep,
     settings: SettingsDep,
     budget_s: float | None = Query(None, gt=0, allow_inf_nan=False),
-) -> RunnerSummary:
-    """Drain due jobs until none is due or the budget is spent."""
+    kick: str | None = Header(None, alias=KICK_HEADER, description="A runner kick's token."),
+) -> RunnerSummary | JSONResponse:
+    """Drain due jobs until none is due or the budget is spent; a kick answers 202 first."""
     budget = min(budget_s or settings.runner_budget_s, settings.runner_budget_s)
+    runtime = request.app.state.runtime
+    if kick is not None:
+        invocation_id = await runtime.kicker.take_up(kick, runtime.runner(), budget)
+        if invocation_id is None:
+            raise ApiError(409, "kick_not_held", "This kick's slot is not held.")
+        return JSONResponse(KickTakenUp(invocation_id=invocation_id).model_dump(), 202)
     async with db.acquire() as conn:
         await schedule_pruning(
             conn, settings.job_retention_days, settings.failed_job_retention_days
         )
-    summary = await request.app.state.runtime.runner().drain(budget)
+    summary = await runtime.runner().drain(budget)
     return RunnerSummary(**summary.as_dict())

@@ -166,6 +166,12 @@ class RunnerSummary(BaseModel):
     stop_reason: Literal["drained", "budget"]
 
 
+class KickTakenUp(BaseModel):
+    """A runner kick, taken up: this runner holds the kick's slot and drains after answering."""
+
+    invocation_id: str
+
+
 class QueueCount(BaseModel):
     status: JobStatus
     type: str

@@ -264,6 +264,22 @@ runner_invocations = Table(
     _timestamp("finished_at", nullable=False, now=True),
     Column("summary", JSONB, nullable=False),
     Index("runner_invocations_finished", "finished_at"),
+    # 0008_runner_kicks
+    _timestamp("started_at"),
+)
+
+# 0008_runner_kicks
+
+runner_kicks = Table(
+    "runner_kicks",
+    metadata,
+    Column("slot", Integer, primary_key=True, autoincrement=False),
+    Column("token", Uuid, nullable=False),
+    _timestamp("kicked_at", nullable=False, now=True),
+    _timestamp("started_at"),
+    _timestamp("expires_at", nullable=False),
+    CheckConstraint("slot >= 0", name="runner_kicks_slot_check"),
+    Index("runner_kicks_token", "token", unique=True),
 )
 
 # 0005_client_keys

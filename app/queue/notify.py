@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Iterator
 
 from app.db import Database
 
@@ -25,15 +26,34 @@ log = logging.getLogger("handoff.notify")
 
 # One Notifier per event loop (the app and a worker may share a process in tests and locally).
 _notifiers: dict[asyncio.AbstractEventLoop, Notifier] = {}
+# Whatever else wants to hear of a due job (the runner kicker), per event loop: each is called
+# with `committed`, in the enqueueing task's context; each must be cheap and never raise.
+_listeners: dict[asyncio.AbstractEventLoop, list[Callable[[bool], None]]] = {}
 
 
 def job_due(*, committed: bool = True) -> None:
     """Called after enqueueing a job that is due now; cheap, never blocks, never fails.
     `committed`: False when the enqueue belongs to a transaction that is still open."""
     with contextlib.suppress(RuntimeError):
-        notifier = _notifiers.get(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        notifier = _notifiers.get(loop)
         if notifier is not None:
             notifier.poke(committed=committed)
+        for listener in _listeners.get(loop, ()):
+            listener(committed)
+
+
+@contextlib.contextmanager
+def listening(listener: Callable[[bool], None]) -> Iterator[None]:
+    """Call `listener(committed)` on each due job enqueued in this event loop, in this block."""
+    loop = asyncio.get_running_loop()
+    _listeners.setdefault(loop, []).append(listener)
+    try:
+        yield
+    finally:
+        _listeners[loop].remove(listener)
+        if not _listeners[loop]:
+            del _listeners[loop]
 
 
 class Notifier:

@@ -180,9 +180,12 @@ LEFT JOIN backlog_steps b ON b.minute = m.minute
 ORDER BY m.minute
 
 -- record_invocation --
--- A drain's summary, kept for operators; pruned with the jobs.
-INSERT INTO runner_invocations (invocation_id, summary) VALUES ($1, $2::jsonb)
-ON CONFLICT (invocation_id) DO UPDATE SET summary = excluded.summary, finished_at = now()
+-- A drain's summary, kept for operators; pruned with the jobs. It began $3 seconds ago (timed
+-- by the runner), on the database's clock like finished_at, so intervals can be compared.
+INSERT INTO runner_invocations (invocation_id, summary, started_at)
+VALUES ($1, $2::jsonb, clock_timestamp() - make_interval(secs => $3::float8))
+ON CONFLICT (invocation_id) DO UPDATE
+SET summary = excluded.summary, started_at = excluded.started_at, finished_at = now()
 
 -- recent_invocations --
 SELECT invocation_id, finished_at, summary::text AS summary FROM runner_invocations
@@ -266,3 +269,54 @@ DELETE FROM jobs WHERE id IN (
 
 -- prune_invocations --
 DELETE FROM runner_invocations WHERE finished_at < now() - $1::float8 * interval '1 day'
+
+-- acquire_kick_slot --
+-- A slot for one more kicked runner ($1 token, $2 RUNNER_KICK_MAX, $3 seconds until a slot
+-- no runner took up lapses, $4 the window in seconds), or no row: $2 kicked runners are on
+-- their way or running, or one was kicked within the window. A live holder counts due jobs
+-- after it lets go (release_kick_slot), so a job no kick was sent for is still found. Two
+-- kickers racing for one free slot: the primary key lets one in; the other's conflict finds
+-- a live row, changes nothing and answers no row. A lapsed row (its holder died) is taken over.
+WITH live AS (
+    SELECT slot, kicked_at FROM runner_kicks WHERE expires_at > now()
+)
+INSERT INTO runner_kicks AS k (slot, token, expires_at)
+SELECT s, $1::uuid, now() + make_interval(secs => $3::float8)
+FROM generate_series(0, $2::int - 1) AS s
+WHERE s NOT IN (SELECT slot FROM live)
+  AND (SELECT count(*) FROM live) < $2::int
+  AND NOT EXISTS (SELECT 1 FROM live WHERE kicked_at > now() - make_interval(secs => $4::float8))
+ORDER BY s
+LIMIT 1
+ON CONFLICT (slot) DO UPDATE
+SET token = excluded.token, kicked_at = excluded.kicked_at, started_at = NULL,
+    expires_at = excluded.expires_at
+WHERE k.expires_at <= now()
+RETURNING k.slot
+
+-- confirm_kick_slot --
+-- The kicked runner takes up its slot ($1) for its whole drain ($2 seconds, after which a
+-- runner that died lets it lapse), and learns when it was kicked. No row: the kicker gave the
+-- kick up, or it lapsed, before the runner came; that runner must not drain, or more than
+-- RUNNER_KICK_MAX could.
+UPDATE runner_kicks
+SET started_at = now(), expires_at = now() + make_interval(secs => $2::float8)
+WHERE token = $1::uuid AND started_at IS NULL AND expires_at > now()
+RETURNING kicked_at
+
+-- give_up_kick_slot --
+-- A kick that failed frees its slot, unless its runner took it up after all.
+DELETE FROM runner_kicks WHERE token = $1::uuid AND started_at IS NULL
+
+-- release_kick_slot --
+-- A kicked runner is done: its slot is free for the next kick.
+DELETE FROM runner_kicks WHERE token = $1::uuid
+
+-- due_after_kick --
+-- Run once a kicked runner's slot is free: the jobs due now (as count_due), and those of them
+-- that became due after $1 (shortly before the runner was kicked), which that runner may
+-- never have seen; each part reads one partial index.
+SELECT (SELECT count(*) FROM jobs WHERE status = 'pending' AND run_at <= now())
+     + (SELECT count(*) FROM jobs WHERE status = 'running' AND locked_until < now()) AS due,
+       (SELECT count(*) FROM jobs WHERE status = 'pending' AND run_at <= now() AND run_at > $1)
+           AS fresh

@@ -179,7 +179,10 @@ class Runner:
         # The summary kept for operators is the one answered and logged, stop_reason included.
         async with self.db.acquire() as conn:
             await conn.execute(
-                QUERIES["record_invocation"], self.invocation_id, json.dumps(summary.as_dict())
+                QUERIES["record_invocation"],
+                self.invocation_id,
+                json.dumps(summary.as_dict()),
+                time.monotonic() - started,
             )
         RUNNER_INVOCATIONS.labels(summary.stop_reason).inc()
         late = summary.oldest_due_age_s > OLDEST_DUE_WARN_S
