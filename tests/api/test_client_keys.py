@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from cryptography.fernet import Fernet
 from fastapi.routing import iter_route_contexts
 from starlette.routing import Mount, Route
 
@@ -359,6 +360,11 @@ def campaign_body(ids: dict) -> dict:
     }
 
 
+SMS_ACCOUNT = {"kind": "generic", "settings": {"url": "https://sms.example", "key": "k" * 24}}
+AI_ACCOUNT = {
+    "kind": "generic",
+    "settings": {"url": "https://ai.example", "key": "k" * 24, "model": "m"},
+}
 CRON = Case("cron", 401, "")
 PUBLIC = Case("public", 200, "")
 CASES: dict[tuple[str, str], Case] = {
@@ -396,8 +402,21 @@ CASES: dict[tuple[str, str], Case] = {
     ("DELETE", "/api/clients/{client_id}/keys/{key_id}"): Case(
         "admin", 204, "/api/clients/{client}/keys/{key}"
     ),
+    ("PUT", "/api/clients/{client_id}/providers/{channel}"): Case(
+        "admin", 200, "/api/clients/{client}/providers/sms", lambda ids: SMS_ACCOUNT
+    ),
+    # The world gives the own client an email account to read, and an AI one to remove.
+    ("GET", "/api/clients/{client_id}/providers/{channel}"): Case(
+        "admin", 200, "/api/clients/{client}/providers/email"
+    ),
+    ("DELETE", "/api/clients/{client_id}/providers/{channel}"): Case(
+        "admin", 204, "/api/clients/{client}/providers/ai"
+    ),
     ("GET", "/metrics"): Case("admin", 200, "/metrics"),
     ("POST", "/webhooks/email"): Case("webhook", 401, "/webhooks/email", lambda ids: {}),
+    ("POST", "/webhooks/email/{client_id}"): Case(
+        "webhook", 401, "/webhooks/email/{client}", lambda ids: {}
+    ),
     **{
         (method, f"/api/cron/{name}"): CRON
         for name in ("followups", "reactivations", "background-jobs")
@@ -491,6 +510,9 @@ async def build_world(service, db) -> World:
         await make_key(service, OWN),
     )
     await revoke(service, OWN, revoked["id"])
+    for channel, account in (("email", SMS_ACCOUNT), ("ai", AI_ACCOUNT)):
+        path = f"/api/clients/{OWN}/providers/{channel}"
+        assert (await service.api.put(path, json=account)).status_code == 200
     step = step_body({"lead": lead})
     followup = (await service.api.post("/api/followups", json=step)).json()["id"]
     world = World(
@@ -521,7 +543,9 @@ def request(world: World, case: Case, method: str, path: str, cell: str, ghost: 
     return world.client.request(method, url, json=body, headers=world.headers[cell])
 
 
-async def test_every_route_answers_each_kind_of_caller_as_it_should(service, db):
+async def test_every_route_answers_each_kind_of_caller_as_it_should(start_service, db):
+    # With ENCRYPTION_KEYS, so that provider accounts can be stored and read.
+    service = start_service(encryption_keys=Fernet.generate_key().decode())
     world = await build_world(service, db)
     requests, labels = [], []
     for (method, path), case in CASES.items():
