@@ -1,21 +1,26 @@
-"""Who may call what: API_TOKEN routes, CRON_SECRET routes, public routes; cron tick dedupe."""
+"""Who may call what: API_TOKEN routes (and client keys: tests/api/test_client_keys.py),
+CRON_SECRET routes, public routes; cron tick dedupe."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from datetime import UTC, datetime
 
 import httpx
 
 from tests.conftest import API_TOKEN, CRON_SECRET
-from tests.support import assert_error, gather_limited
+from tests.support import assert_error, bearer, gather_limited
 
-# (method, path, json body) for one route of each API_TOKEN family.
+# (method, path, json body) for one route of each API_TOKEN family, those a client key may call
+# and those only the token may.
 API_ROUTES = [
     ("POST", "/sync", {"client_id": "acme"}),
     ("GET", "/api/jobs", None),
     ("GET", "/api/leads/x", None),
     ("POST", "/api/clients", {"id": "acme", "name": "Acme"}),
+    ("POST", "/api/clients/acme/keys", None),
+    ("GET", "/metrics", None),
 ]
 CRON_ROUTES = [
     (method, f"/api/cron/{name}", None)
@@ -23,10 +28,6 @@ CRON_ROUTES = [
     for method in ("GET", "POST")
 ]
 PUBLIC_PATHS = ["/healthz", "/readyz", "/docs", "/openapi.json", "/"]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 # Credentials that must never open a route: none, a wrong token, a near miss, a wrong scheme.
@@ -40,6 +41,7 @@ def wrong_credentials(right: str, other: str) -> dict[str, dict[str, str]]:
         "basic scheme": {"Authorization": f"Basic {right}"},
         "bare token": {"Authorization": right},
         "bearer without a token": {"Authorization": "Bearer"},
+        "shaped like a client key": bearer("hk_" + "A" * 43),
     }
 
 
@@ -71,27 +73,49 @@ async def test_api_routes_refuse_missing_or_wrong_token(service, db, logs):
     assert await refused(service.anon, API_ROUTES, credentials, 401) == {}
     # Nothing was written by a refused request.
     assert await db.fetchval("SELECT count(*) FROM clients") == 0
+    assert await db.fetchval("SELECT count(*) FROM client_keys") == 0
     assert await db.fetchval("SELECT count(*) FROM jobs") == 0
     assert logs.errors() == []
 
 
 async def test_api_routes_open_with_the_token(service):
     # The same routes with the right token get past auth to their own answers.
-    expected = {"/sync": 404, "/api/jobs": 200, "/api/leads/x": 404, "/api/clients": 200}
+    expected = {
+        "/sync": 404,
+        "/api/jobs": 200,
+        "/api/leads/x": 404,
+        "/api/clients": 200,
+        "/api/clients/acme/keys": 201,
+        "/metrics": 200,
+    }
     for route in API_ROUTES:
         response = await call(service.api, route)
         assert response.status_code == expected[route[1]], (route, response.text)
 
 
 async def test_api_routes_fail_closed_without_api_token(start_service, db):
+    key = "hk_" + "K" * 43
+    await db.execute("INSERT INTO clients (id, name) VALUES ('acme', 'Acme')")
+    await db.execute(
+        "INSERT INTO client_keys (id, client_id, hash, last4) VALUES ('key_1', 'acme', $1, 'KKKK')",
+        hashlib.sha256(key.encode()).hexdigest(),
+    )
     service = start_service(api_token=None)
-    credentials = {"none": {}, "some bearer": bearer(API_TOKEN), "cron": bearer(CRON_SECRET)}
+    credentials = {
+        "none": {},
+        "some bearer": bearer(API_TOKEN),
+        "cron": bearer(CRON_SECRET),
+        "a live client key": bearer(key),
+    }
     assert await refused(service.anon, API_ROUTES, credentials, 503) == {}
-    assert await db.fetchval("SELECT count(*) FROM clients") == 0
+    assert await db.fetchval("SELECT count(*) FROM clients") == 1
+    assert await db.fetchval("SELECT count(*) FROM jobs") == 0
 
 
 async def test_cron_routes_refuse_missing_or_wrong_secret(service, db, logs):
-    credentials = wrong_credentials(CRON_SECRET, API_TOKEN)
+    await service.api.post("/api/clients", json={"id": "acme", "name": "Acme"})
+    key = (await service.api.post("/api/clients/acme/keys")).json()["key"]
+    credentials = {**wrong_credentials(CRON_SECRET, API_TOKEN), "a client key": bearer(key)}
     assert await refused(service.anon, CRON_ROUTES, credentials, 401) == {}
     assert await db.fetchval("SELECT count(*) FROM jobs") == 0
     assert logs.errors() == []
