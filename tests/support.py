@@ -339,3 +339,42 @@ async def run_job(
             return await conn.fetchrow("SELECT * FROM jobs WHERE id = $1", claimed.id)
     finally:
         await db.close()
+
+
+# --- client keys ---------------------------------------------------------------------------
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def make_client_key(service, client_id: str) -> dict:
+    """A new key of the client, as POST /api/clients/{client_id}/keys answers it."""
+    response = await service.api.post(f"/api/clients/{client_id}/keys")
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def revoke_client_key(service, client_id: str, key_id: str) -> None:
+    response = await service.api.delete(f"/api/clients/{client_id}/keys/{key_id}")
+    assert response.status_code == 204, response.text
+    assert response.content == b""
+
+
+async def insert_job(conn: Any, client_id: str | None, status: str, key: str) -> str:
+    """A conversation_sync row of `client_id` (None: of no client, as the cron ticks are) in
+    `status` (pending ones due in an hour, so nothing runs them); its id."""
+    job_id = await conn.fetchval(
+        """
+        INSERT INTO jobs (type, dedupe_key, dedupe_scope, client_id, lead_id, status, run_at,
+                          finished_at)
+        VALUES ('conversation_sync', $1, 'forever', $2::text, $3::text, $4,
+                now() + interval '1 hour', CASE WHEN $4 = 'pending' THEN NULL ELSE now() END)
+        RETURNING id
+        """,
+        f"test:{key}",
+        client_id,
+        f"{client_id}-lead-0" if client_id else None,
+        status,
+    )
+    return str(job_id)

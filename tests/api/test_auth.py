@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import httpx
 
 from tests.conftest import API_TOKEN, CRON_SECRET
-from tests.support import assert_error, gather_limited
+from tests.support import assert_error, bearer, gather_limited
 
 # (method, path, json body) for one route of each API_TOKEN family, those a client key may call
 # and those only the token may.
@@ -28,10 +28,6 @@ CRON_ROUTES = [
     for method in ("GET", "POST")
 ]
 PUBLIC_PATHS = ["/healthz", "/readyz", "/docs", "/openapi.json", "/"]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 # Credentials that must never open a route: none, a wrong token, a near miss, a wrong scheme.
