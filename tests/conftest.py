@@ -27,6 +27,7 @@ from tests.support import (
     API_TOKEN,
     CRON_SECRET,
     EMAIL_SHAPED,
+    ENCRYPTION_KEY,
     ROOT,
     SANDBOX_KEY,
     SECRETS,
@@ -118,6 +119,7 @@ def make_settings(database_url: str, sandbox) -> Callable[..., Settings]:
             "ai_provider_url": f"{base}/ai",
             "ai_provider_key": SANDBOX_KEY,
             "provider_timeout_s": 5,
+            "encryption_keys": ENCRYPTION_KEY,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

@@ -30,6 +30,8 @@ API_TOKEN = "test-api-token-0123456789"
 CRON_SECRET = "test-cron-secret-0123456789"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SANDBOX_KEY = "sandbox-key-0123456789"
+# A Fernet key (32 bytes, url-safe base64) for provider accounts' secrets.
+ENCRYPTION_KEY = "aGFuZG9mZi10ZXN0LWVuY3J5cHRpb24ta2V5LTAwMDE="
 
 SECRETS = (
     API_TOKEN,
@@ -37,6 +39,7 @@ SECRETS = (
     WEBHOOK_SECRET,
     WEBHOOK_SECRET.removeprefix("whsec_"),
     SANDBOX_KEY,
+    ENCRYPTION_KEY,
 )
 EMAIL_SHAPED = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[A-Za-z]{2,}")
 

@@ -186,7 +186,7 @@ async def test_secrets_are_unreadable_in_the_database(keyed, db):
 
 
 async def test_without_encryption_keys_accounts_cannot_be_stored(start_service, db):
-    service = start_service()
+    service = start_service(encryption_keys=None)
     await seed(service, leads=0)
     for method in ("PUT", "GET"):
         body = assert_error(await service.api.request(method, path(), json=SMS), 503)
@@ -301,7 +301,7 @@ async def test_a_clients_route_takes_its_own_signature_only(keyed, db, sandbox, 
 
 
 async def test_a_clients_route_without_encryption_keys_is_503(start_service):
-    service = start_service()
+    service = start_service(encryption_keys=None)
     await seed(service, leads=0)
     response = await post(service, "/webhooks/email/acme", SIGNING, delivery())
     body = assert_error(response, 503, "not_configured")

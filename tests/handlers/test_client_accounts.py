@@ -248,5 +248,5 @@ async def test_rotation_names_accounts_no_key_reads(start_service, make_settings
     assert result.stdout.startswith("rotated 1 accounts; 0 already under the first key; 1 unread")
     assert result.stderr.strip() == "unreadable with ENCRYPTION_KEYS: client acme, sms"
 
-    unset = rotate(make_settings())
+    unset = rotate(make_settings(encryption_keys=None))
     assert unset.returncode == 2 and "ENCRYPTION_KEYS is not set" in unset.stderr
