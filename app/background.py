@@ -31,7 +31,11 @@ class Background:
         self.tasks.add(task)
         task.add_done_callback(self._ended)
         if self.wait_until is not None:
-            self.wait_until(task)
+            try:
+                self.wait_until(task)
+            except Exception:
+                # The invocation of this context has ended: the task runs, unprotected.
+                log.warning("could not keep the invocation alive for a task", exc_info=True)
         return task
 
     def _ended(self, task: asyncio.Task[Any]) -> None:

@@ -20,6 +20,7 @@ After a failure this process sends no kick for FAILURE_BACKOFF_S.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import uuid
 from datetime import datetime, timedelta
@@ -47,6 +48,8 @@ KICK_TIMEOUT_S = 5.0
 WINDOW_S = 0.1
 # After a failed kick this process sends none for this long (one warning, not one per enqueue).
 FAILURE_BACKOFF_S = 5.0
+# One task kicks for at most this long before handing on to a task of the latest enqueue's.
+HAND_ON_S = 2.0
 # A slot that no runner took up lapses after this (its kicker died before giving it up).
 UNCONFIRMED_S = 2 * KICK_TIMEOUT_S
 # A runner's slot lapses this long after the longest its function may run (it died).
@@ -102,6 +105,7 @@ class Kicker:
             log.warning("runner kicks are off: CRON_SECRET is not set")
         self._again = False  # an enqueue asked for a kick since the last one began
         self._open = False  # ... and its transaction may still have been open
+        self._asker = contextvars.copy_context()  # the context of the latest enqueue that asked
         self._task: asyncio.Task[None] | None = None
         self._quiet_until = 0.0
 
@@ -112,12 +116,19 @@ class Kicker:
             return
         self._again = True
         self._open = self._open or not committed
+        self._asker = contextvars.copy_context()
         if self._task is None or self._task.done():
             self._task = self.background.start(self._kick_while_asked())
 
     async def _kick_while_asked(self) -> None:
         loop = asyncio.get_running_loop()
+        hand_on_at = loop.time() + HAND_ON_S
         while self._again:
+            if loop.time() >= hand_on_at:
+                # This task keeps alive the invocation that started it; under steady enqueues
+                # it would do so for good. The next kicks go to a task of the latest asker's.
+                self._task = self._asker.run(self.background.start, self._kick_while_asked())
+                return
             if loop.time() < self._quiet_until:
                 self._again = self._open = False
                 return

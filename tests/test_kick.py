@@ -134,9 +134,10 @@ async def test_a_kick_starts_each_sync_within_a_second(start_kicking, db):
     ordered = sorted(waits.values())
     p50, p99 = statistics.median(ordered), ordered[int(0.99 * (len(ordered) - 1))]
     assert p50 <= 1.0 and p99 <= 3.0, (p50, p99)
+    # A runner records its summary, then lets its slot go.
+    await eventually(lambda: _no_kick_slot(db), 10, what="every slot let go")
     kicked = await db.fetchval("SELECT count(*) FROM runner_invocations")
     assert 1 <= kicked <= 100
-    assert await db.fetchval("SELECT count(*) FROM runner_kicks") == 0
 
 
 async def test_a_burst_never_runs_more_than_runner_kick_max_runners(
@@ -149,13 +150,14 @@ async def test_a_burst_never_runs_more_than_runner_kick_max_runners(
     await gather_limited(32, [sync(service, lead, channels=["sms"]) for lead in leads])
     await eventually(lambda: all_succeeded(db, 1000), 180, what="every job ran, no cron")
     assert await db.fetchval("SELECT count(*) FROM jobs WHERE attempts <> 1") == 0
+    # A runner records its summary, then lets its slot go.
+    await eventually(lambda: _no_kick_slot(db), 10, what="every slot let go")
     runs = await db.fetch("SELECT started_at, finished_at, summary FROM runner_invocations")
     intervals = [(r["started_at"], r["finished_at"]) for r in runs]
     assert 1 <= most_at_once(intervals) <= 4, intervals
     # Each job ran in exactly one invocation.
     assert sum(json.loads(r["summary"])["succeeded"] for r in runs) == 1000
     assert len(runs) < 1000
-    await eventually(lambda: _no_kick_slot(db), 10, what="every slot let go")
 
 
 async def _no_kick_slot(db) -> bool:
@@ -224,7 +226,7 @@ async def test_a_refused_or_hung_kick_costs_requests_nothing_and_cron_drains(
     assert {r["outcome"] for r in warnings} >= {"error", "timeout"}
     for record in warnings:
         assert "kick-query-secret" not in str(record), record
-    assert await _no_kick_slot(db)
+    await eventually(lambda: _no_kick_slot(db), 10, what="failed kicks gave their slots up")
 
 
 async def test_a_kick_whose_slot_is_not_held_is_refused(start_kicking, db):
