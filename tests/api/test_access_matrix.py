@@ -94,9 +94,9 @@ CASES: dict[tuple[str, str], Case] = {
         "/api/jobs/overview",
         other=200,
         # The own client has jobs, the other none: the other's overview counts none of them.
-        other_sees=lambda answer: answer["client_id"] == OTHER
-        and answer["counts"] == []
-        and answer["runs"] == [],
+        other_sees=lambda answer: (
+            answer["client_id"] == OTHER and answer["counts"] == [] and answer["runs"] == []
+        ),
     ),
     ("GET", "/api/jobs/{job_id}"): Case("api", 200, "/api/jobs/{job}"),
     ("POST", "/api/jobs/{job_id}/retry"): Case("api", 200, "/api/jobs/{failed}/retry"),
