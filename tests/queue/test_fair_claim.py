@@ -12,6 +12,7 @@ import pytest
 from app.db import Database
 from app.queue import JobContext, JobSpec, Registry, Runner, Throttled
 from app.queue.enqueue import enqueue, enqueue_many
+from app.queue.ratelimit import hold_off, take_token
 from app.queue.registry import PRIORITY_BULK
 from app.sandbox.data import sms_history
 from tests.queue.test_runner import sms_only_leads, sync_leads
@@ -100,6 +101,21 @@ async def test_the_cap_holds_within_one_runner(database, db):
     claimed = await runner.claim(4)
     assert len(claimed) == 3, "three of client a's jobs at most"
     assert await runner.claim(4) == []
+
+
+async def test_the_bucket_spaces_tokens_and_a_hold_off_pushes_the_next(database):
+    # 60 a minute: a token a second (and 3 %).
+    first = await take_token(database, "k", 60)
+    assert first.granted and first.wait_s == 0
+    refused = await take_token(database, "k", 60)
+    assert not refused.granted and 0.9 < refused.wait_s <= 1.03
+    reserved = await take_token(database, "k", 60, ahead_s=2)
+    assert reserved.granted and 0.9 < reserved.wait_s <= 1.03, "a token reserved ahead"
+    await hold_off(database, "k", 5)
+    held = await take_token(database, "k", 60)
+    assert not held.granted and 4.9 < held.wait_s <= 5
+    other = await take_token(database, "other", 60)
+    assert other.granted, "each key is a bucket of its own"
 
 
 async def test_a_throttled_job_keeps_its_attempts_and_holds_no_slot(database, db):
