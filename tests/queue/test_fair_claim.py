@@ -104,16 +104,17 @@ async def test_the_cap_holds_within_one_runner(database, db):
 
 
 async def test_the_bucket_spaces_tokens_and_a_hold_off_pushes_the_next(database):
-    # 60 a minute: a token a second (and 3 %).
+    # 60 a minute: a token a second (and 3 %). Waits are bounded generously below: the
+    # takes are apart by however long a busy machine makes them.
     first = await take_token(database, "k", 60)
     assert first.granted and first.wait_s == 0
     refused = await take_token(database, "k", 60)
-    assert not refused.granted and 0.9 < refused.wait_s <= 1.03
+    assert not refused.granted and 0.5 < refused.wait_s <= 1.03
     reserved = await take_token(database, "k", 60, ahead_s=2)
-    assert reserved.granted and 0.9 < reserved.wait_s <= 1.03, "a token reserved ahead"
+    assert reserved.granted and 0.5 < reserved.wait_s <= 1.03, "a token reserved ahead"
     await hold_off(database, "k", 5)
     held = await take_token(database, "k", 60)
-    assert not held.granted and 4.9 < held.wait_s <= 5
+    assert not held.granted and 4.5 < held.wait_s <= 5
     other = await take_token(database, "other", 60)
     assert other.granted, "each key is a bucket of its own"
 
