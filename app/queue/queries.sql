@@ -3,8 +3,8 @@
 -- and returns the live job; xmax <> 0 tells an updated (deduplicated) row from a fresh insert.
 -- A duplicate asked for at a higher priority (a person's /sync of a lead whose bulk sync is
 -- still pending) raises the live job's: lower runs first.
-INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts, run_at,
-                       priority)
+INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts,
+                       run_at, priority)
 VALUES ($1, $2, 'active', $3, $4, $5::jsonb, $6, coalesce($7::timestamptz, now()), $8)
 ON CONFLICT (dedupe_key) WHERE dedupe_scope = 'active' AND status IN ('pending', 'running')
 DO UPDATE SET enqueue_count = j.enqueue_count + 1, priority = least(j.priority, excluded.priority)
@@ -12,17 +12,18 @@ RETURNING j.id, j.type, j.status, (j.xmax <> '0'::xid) AS deduplicated
 
 -- enqueue_forever --
 -- Same as enqueue_active, against the index that keeps a key unique across all rows.
-INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts, run_at,
-                       priority)
+INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts,
+                       run_at, priority)
 VALUES ($1, $2, 'forever', $3, $4, $5::jsonb, $6, coalesce($7::timestamptz, now()), $8)
 ON CONFLICT (dedupe_key) WHERE dedupe_scope = 'forever'
 DO UPDATE SET enqueue_count = j.enqueue_count + 1, priority = least(j.priority, excluded.priority)
 RETURNING j.id, j.type, j.status, (j.xmax <> '0'::xid) AS deduplicated
 
 -- enqueue_many_active --
--- Fan-out in one statement: parallel arrays unnested into rows ($10: the type's priority). Keys arrive unique and sorted
--- (one row may not be updated twice by one statement; one order avoids deadlocks between
--- overlapping batches), with n = how many requests each key stands for. A column that is the
+-- Fan-out in one statement: parallel arrays unnested into rows ($10: the type's priority, for
+-- a row that names none). Keys arrive unique and sorted (one row may not be updated twice by
+-- one statement; one order avoids deadlocks between overlapping batches), with n = how many
+-- requests each key stands for. A column that is the
 -- same default for every row comes as NULL: unnest pads it with NULLs, coalesce fills them in.
 INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts,
                        run_at, enqueue_count, priority)
@@ -160,8 +161,8 @@ RETURNING j.id, j.type, j.payload::text AS payload, j.attempts, j.max_attempts, 
 -- row per job, sorted by id so overlapping writers lock rows in one order. Each row is guarded
 -- by its lease: a runner that lost a job changes nothing, and RETURNING names what changed.
 -- succeeded/failed end the job; pending comes back after delay_s (a retry keeps its attempt,
--- a release or a throttle gives it back) and stays in the active dedupe index, so no key can clash; an
--- error, when given, replaces last_error.
+-- a release or a throttle gives it back) and stays in the active dedupe index, so no key can
+-- clash; an error, when given, replaces last_error.
 UPDATE jobs AS j
 SET status = t.status,
     finished_at = CASE WHEN t.status = 'pending' THEN NULL ELSE now() END,
