@@ -30,7 +30,7 @@ INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, paylo
 SELECT $1, t.k, 'active', t.c, t.l, coalesce(t.p, '{}')::jsonb, $2, coalesce(t.r, now()),
        coalesce(t.n, 1), coalesce(t.q, $10)
 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::int[],
-            $9::smallint[])
+            $9::int2[])
      AS t(k, c, l, p, r, n, q)
 ON CONFLICT (dedupe_key) WHERE dedupe_scope = 'active' AND status IN ('pending', 'running')
 DO UPDATE SET enqueue_count = j.enqueue_count + excluded.enqueue_count,
@@ -44,7 +44,7 @@ INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, paylo
 SELECT $1, t.k, 'forever', t.c, t.l, coalesce(t.p, '{}')::jsonb, $2, coalesce(t.r, now()),
        coalesce(t.n, 1), coalesce(t.q, $10)
 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::int[],
-            $9::smallint[])
+            $9::int2[])
      AS t(k, c, l, p, r, n, q)
 ON CONFLICT (dedupe_key) WHERE dedupe_scope = 'forever'
 DO UPDATE SET enqueue_count = j.enqueue_count + excluded.enqueue_count,
