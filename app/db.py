@@ -171,10 +171,10 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-# The array types the queue's statements take (`$8::int[]` and the like in
+# The array types the queue's statements take (`$8::int[]`, `$9::int2[]` and the like in
 # app/queue/queries.sql) other than text[]: asyncpg knows text[] and oid[] by itself and looks
 # any other array type up in the catalog the first time a connection meets it.
-ARRAY_TYPES = ("int4", "int8", "float8", "bool", "uuid", "timestamptz")
+ARRAY_TYPES = ("int2", "int4", "int8", "float8", "bool", "uuid", "timestamptz")
 _LEARN_ARRAY_TYPES = "SELECT " + ", ".join(
     f"${n}::{name}[]" for n, name in enumerate(ARRAY_TYPES, start=1)
 )

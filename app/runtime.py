@@ -40,6 +40,7 @@ class Runtime:
         return Runner(
             self.db,
             concurrency=self.settings.runner_concurrency,
+            client_concurrency=self.settings.client_concurrency,
             job_timeout_s=self.settings.job_timeout_s,
             lease_s=self.settings.lease_s,
             deps=self.providers,

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     ai_provider_url: str | None = None
     ai_provider_key: str = ""
     ai_model: str = "gpt-4o-mini"
+    # Calls per minute the global accounts allow, shared by every runner and worker (a token
+    # bucket in Postgres); a job with no token waits for one without using an attempt. Unset:
+    # unlimited. A client's own account has its own `rate_per_min`.
+    sms_rate_per_min: float | None = Field(None, gt=0, le=600_000)
+    email_rate_per_min: float | None = Field(None, gt=0, le=600_000)
+    ai_rate_per_min: float | None = Field(None, gt=0, le=600_000)
     # Fernet keys (comma-separated) for provider accounts' secrets at rest: the first encrypts,
     # every one decrypts, so a key rotates by going in front, `python -m app.accounts rotate`,
     # then dropping the old one. Unset: provider accounts cannot be stored (503).
@@ -86,6 +92,9 @@ class Settings(BaseSettings):
     runner_safety_margin_s: float = Field(15, ge=0)
     # Jobs run at once inside one runner invocation (or one worker).
     runner_concurrency: int = Field(4, ge=1, le=256)
+    # The most jobs of one client running at once, across every runner and worker together
+    # (jobs of no client are not capped). Unset: half of RUNNER_CONCURRENCY, at least 1.
+    client_concurrency: int | None = Field(None, ge=1, le=256)
     # Longest one job attempt may run; a handler may ask for less, never more.
     job_timeout_s: float = Field(120, gt=0, le=86_400)
     # Extra time before a crashed runner's job may be reclaimed: the lease is
@@ -144,7 +153,14 @@ class Settings(BaseSettings):
                 ) from None
         return ",".join(keys) or None
 
-    @field_validator("database_pooled", mode="before")
+    @field_validator(
+        "database_pooled",
+        "client_concurrency",
+        "sms_rate_per_min",
+        "email_rate_per_min",
+        "ai_rate_per_min",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -33,10 +33,12 @@ ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.
 # crashed run's leftovers can be dropped without touching anyone else's databases.
 DB_PREFIX = "bench_handoff"
 PEER_DBS = ("bench_procrastinate", "bench_pgqueuer")
+# handoff's databases named outside DB_PREFIX: the fair claim's (bench/fair.py).
+FAIR_DBS = ("bench_fair_claim",)
 
 
 def ours(name: str) -> bool:
-    return name.startswith(DB_PREFIX) or name in PEER_DBS
+    return name.startswith(DB_PREFIX) or name in PEER_DBS or name in FAIR_DBS
 
 
 def db_url(name: str) -> str:
@@ -97,7 +99,7 @@ async def apply_handoff_schema(url: str) -> None:
     await asyncio.to_thread(upgrade_to_head, url)
 
 
-HANDOFF_TABLES = "jobs, runner_invocations"
+HANDOFF_TABLES = "jobs, runner_invocations, client_turns, rate_buckets"
 
 
 async def reset_handoff(url: str) -> None:

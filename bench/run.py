@@ -2,7 +2,8 @@
 
 The benchmarks, by report label and name: B1 single_enqueue, B2 bulk_enqueue, B3 http_sync,
 B4 drain_noop, B5 drain_http, B6 budget_fidelity, B7 budget_utilization, B8 pickup_latency,
-B9 claim_vs_table_size, B10 enqueue_with_listeners, B13 kick_latency.
+B9 claim_vs_table_size, B10 enqueue_with_listeners, B13 kick_latency, B14 noisy_neighbour,
+B15 fairness_cost, B16 rate_limit.
 
 A full run writes bench/results.json, BENCHMARKS.md and docs/bench.png; `--only` re-measures
 the named benchmarks and merges them into the existing results (each row keeps the time and
@@ -28,10 +29,11 @@ from typing import Any
 
 import asyncpg
 
-from bench import budget, drain, enqueue, http, kick, latency, report
+from bench import budget, drain, enqueue, fair, http, kick, latency, report
 from bench.common import (
     ADMIN_URL,
     DB_PREFIX,
+    FAIR_DBS,
     PEER_DBS,
     ROOT,
     Row,
@@ -58,6 +60,9 @@ BENCHMARKS: dict[str, Family] = {
     "B9": drain.claim_vs_table_size,
     "B10": enqueue.enqueue_with_listeners,
     "B13": kick.kick_latency,
+    "B14": fair.noisy_neighbour,
+    "B15": fair.fairness_cost,
+    "B16": fair.rate_limit,
 }
 # `--only` also takes the functions' names, e.g. `--only drain_noop`.
 BY_NAME = {family.__name__: bench_id for bench_id, family in BENCHMARKS.items()}
@@ -207,13 +212,14 @@ def versions() -> dict[str, str]:
 
 
 async def cleanup_leftovers() -> None:
-    """Drop the databases a crashed run left behind (see common.DB_PREFIX and PEER_DBS)."""
+    """Drop the databases a crashed run left behind (see common.DB_PREFIX, PEER_DBS and
+    FAIR_DBS)."""
     conn = await asyncpg.connect(ADMIN_URL)
     try:
         names = await conn.fetch(
             "SELECT datname FROM pg_database WHERE datname LIKE $1 OR datname = ANY($2)",
             DB_PREFIX + "%",
-            list(PEER_DBS),
+            [*PEER_DBS, *FAIR_DBS],
         )
     finally:
         await conn.close()
@@ -283,7 +289,10 @@ def run(ids: list[str], cfg: Settings, args: argparse.Namespace, path: Path) -> 
         command += f" --only {','.join(ids)}"
 
     async def go() -> dict[str, Any]:
-        await cleanup_leftovers()
+        # A partial re-run leaves other databases alone (each benchmark recreates its own), so
+        # it never drops one another run on the same server is using.
+        if not args.only:
+            await cleanup_leftovers()
         started = time.monotonic()
         info = {
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -76,6 +76,9 @@ class AccountKind(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Calls a minute this account allows, shared by every runner and worker; unset: unlimited.
+    rate_per_min: float | None = Field(None, gt=0, le=600_000)
+
     @abstractmethod
     def client(self, http: httpx.AsyncClient, timeout_s: float) -> ProviderClient:
         """The provider client for this account, on the process's shared HTTP client."""

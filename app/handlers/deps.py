@@ -5,10 +5,16 @@ A client with its own account on a channel (app/accounts) gets a client for that
 client without one gets the global settings' provider. A stored account that cannot be read
 (ENCRYPTION_KEYS unset or without its key) fails the attempt (a Transient provider error, so it
 is retried while the keys are being fixed) and never falls back to the global account.
+
+An account with a rate (a client's `rate_per_min`, the global accounts' *_RATE_PER_MIN) gets a
+client whose every call first takes a token from the account's bucket (app/queue/ratelimit);
+with none free the job is throttled: put back until its turn, its attempt given back. A 429
+from the provider holds the bucket off for its Retry-After, in every process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -31,8 +37,16 @@ from app.providers import (
     Transient,
 )
 from app.providers.http import ProviderClient
-from app.queue import Discard, JobContext, RetryLater
-from app.queue.registry import DedupeScope, Handler, HandlerFn, Registry, registry
+from app.queue import Discard, JobContext, RetryLater, Throttled
+from app.queue.ratelimit import hold_off, interval_s, take_token, turn_after
+from app.queue.registry import (
+    PRIORITY_DEFAULT,
+    DedupeScope,
+    Handler,
+    HandlerFn,
+    Registry,
+    registry,
+)
 from app.settings import Settings
 
 T = TypeVar("T")
@@ -41,8 +55,40 @@ T = TypeVar("T")
 # a change (PUT, DELETE, a rotation) reaches every process within this, and a burst of sends
 # reads each client's account once a second rather than once a job.
 ACCOUNT_CACHE_S = 1.0
+# How far ahead a job already under way reserves its next call's token, and waits for it.
+MID_JOB_WAIT_S = 10.0
 # Past this many cached accounts the expired ones are dropped.
 MAX_CACHED_ACCOUNTS = 4096
+
+
+class BucketGate:
+    """An account's rate limit, as one job's client's gate: a token before each call. The
+    job's first call waits at most one interval for its token, else the job is throttled
+    (put back until its turn, holding no slot); a later call, with the job's work under way,
+    reserves its token up to MID_JOB_WAIT_S ahead and waits for it rather than start over."""
+
+    def __init__(self, db: Database, key: str, per_min: float) -> None:
+        self.db = db
+        self.key = key  # the bucket: the channel, and the client for a client's own account
+        self.per_min = per_min
+        self.calls = 0
+
+    async def before_call(self) -> None:
+        ahead = interval_s(self.per_min) if self.calls == 0 else MID_JOB_WAIT_S
+        take = await take_token(self.db, self.key, self.per_min, ahead_s=ahead)
+        if not take.granted:
+            after = turn_after(take.wait_s, self.per_min)
+            raise Throttled("the account's rate limit has no token free", after=after)
+        self.calls += 1
+        if take.wait_s > 0:
+            await asyncio.sleep(take.wait_s)
+
+    async def rate_limited(self, retry_after_s: float) -> None:
+        await hold_off(self.db, self.key, retry_after_s)
+
+
+# An account as read: its client (None: no account) and its rate (None: unlimited).
+Account = tuple[ProviderClient | None, float | None]
 
 
 class Providers:
@@ -68,7 +114,12 @@ class Providers:
             if settings.ai_provider_url
             else None,
         }
-        self._cache: dict[tuple[str, str], tuple[float, ProviderClient | None]] = {}
+        self.global_rates: dict[ProviderChannel, float | None] = {
+            "sms": settings.sms_rate_per_min,
+            "email": settings.email_rate_per_min,
+            "ai": settings.ai_rate_per_min,
+        }
+        self._cache: dict[tuple[str, str], tuple[float, Account]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, http: httpx.AsyncClient) -> Providers:
@@ -77,27 +128,32 @@ class Providers:
     async def client_for(
         self, db: Database, client_id: str | None, channel: ProviderChannel
     ) -> ProviderClient | None:
-        """The client's own provider on this channel, else the global one (None: neither)."""
-        if client_id is None:
-            return self.global_clients[channel]
-        now = time.monotonic()
-        cached = self._cache.get((client_id, channel))
-        if cached is not None and cached[0] > now:
-            own = cached[1]
+        """The client's own provider on this channel, else the global one (None: neither),
+        gated by its account's rate when it has one."""
+        own: Account = (None, None)
+        if client_id is not None:
+            now = time.monotonic()
+            cached = self._cache.get((client_id, channel))
+            if cached is not None and cached[0] > now:
+                own = cached[1]
+            else:
+                own = await self._read(db, client_id, channel)
+                if len(self._cache) >= MAX_CACHED_ACCOUNTS:
+                    self._cache = {key: hit for key, hit in self._cache.items() if hit[0] > now}
+                self._cache[(client_id, channel)] = (now + ACCOUNT_CACHE_S, own)
+        if own[0] is not None:
+            client, rate, bucket = own[0], own[1], f"{channel}:{client_id}"
         else:
-            own = await self._read(db, client_id, channel)
-            if len(self._cache) >= MAX_CACHED_ACCOUNTS:
-                self._cache = {key: hit for key, hit in self._cache.items() if hit[0] > now}
-            self._cache[(client_id, channel)] = (now + ACCOUNT_CACHE_S, own)
-        return own if own is not None else self.global_clients[channel]
+            client, rate, bucket = self.global_clients[channel], self.global_rates[channel], channel
+        if client is None or rate is None:
+            return client
+        return client.gated(BucketGate(db, bucket, rate))
 
     def forget(self, client_id: str, channel: ProviderChannel) -> None:
         """Read this account again on its next use (it was just changed in this process)."""
         self._cache.pop((client_id, channel), None)
 
-    async def _read(
-        self, db: Database, client_id: str, channel: ProviderChannel
-    ) -> ProviderClient | None:
+    async def _read(self, db: Database, client_id: str, channel: ProviderChannel) -> Account:
         async with db.engine.connect() as conn:
             try:
                 account = await load_account(conn, self._settings.encryption, client_id, channel)
@@ -106,8 +162,9 @@ class Providers:
                     channel, f"the client's account cannot be decrypted ({error})"
                 ) from None
         if account is None:
-            return None
-        return account.values.client(self._http, self._settings.provider_timeout_s)
+            return None, None
+        client = account.values.client(self._http, self._settings.provider_timeout_s)
+        return client, account.values.rate_per_min
 
 
 @dataclass(frozen=True)
@@ -152,6 +209,7 @@ def job_handler(
     dedupe: DedupeScope,
     max_attempts: int = 5,
     timeout_s: float | None = None,
+    priority: int = PRIORITY_DEFAULT,
     registry: Registry = registry,
 ) -> Callable[[HandlerFn], HandlerFn]:
     """Register a job handler with provider failures mapped onto the retry policy.
@@ -163,7 +221,7 @@ def job_handler(
 
     def decorate(fn: HandlerFn) -> HandlerFn:
         mapped = provider_errors(fn)
-        registry.register(Handler(type, mapped, dedupe, max_attempts, timeout_s))
+        registry.register(Handler(type, mapped, dedupe, max_attempts, timeout_s, priority))
         return mapped
 
     return decorate

@@ -14,6 +14,7 @@ from app.handlers.timebox import BATCH, TimeBox
 from app.models import CHANNELS, channels_of, identity, leads
 from app.providers import MalformedResponse
 from app.queue import Discard, JobContext, JobSpec, enqueue, enqueue_many
+from app.queue.registry import PRIORITY_BULK
 
 # Guards against a provider whose cursor never ends.
 MAX_PAGES = 10_000
@@ -93,8 +94,15 @@ async def sync_all(ctx: JobContext) -> None:
                     .limit(BATCH)
                 )
             ]
+            # Bulk work: a lead synced by hand, or a message arriving, goes first.
             specs = [
-                JobSpec((lead["id"], channel), client_id, lead["id"], {"channel": channel})
+                JobSpec(
+                    (lead["id"], channel),
+                    client_id,
+                    lead["id"],
+                    {"channel": channel},
+                    priority=PRIORITY_BULK,
+                )
                 for lead in page
                 for channel in channels_of(lead, wanted)
             ]

@@ -66,6 +66,9 @@ class JobOut(BaseModel):
     dedupe_key: str
     client_id: str | None
     lead_id: str | None
+    # Lower runs first, within its client's turn: 0 for work a person or a provider event
+    # started, 5 for bulk work (sync_all's fan-out).
+    priority: int
     attempts: int
     max_attempts: int
     run_at: datetime

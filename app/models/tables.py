@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -168,6 +169,17 @@ jobs = Table(
     ),
     # 0005_client_keys
     Index("jobs_client", "client_id", "id", postgresql_where=text("client_id IS NOT NULL")),
+    # 0009_fair_claim
+    Column("priority", SmallInteger, nullable=False, server_default=text("0")),
+    CheckConstraint("priority BETWEEN 0 AND 9", name="jobs_priority_check"),
+    Index(
+        "jobs_due_group",
+        text("(coalesce(client_id, ''))"),
+        "priority",
+        "run_at",
+        "id",
+        postgresql_where=text("status = 'pending'"),
+    ),
     postgresql_with={
         "autovacuum_vacuum_scale_factor": 0.02,
         "autovacuum_vacuum_threshold": 500,
@@ -280,6 +292,23 @@ runner_kicks = Table(
     _timestamp("expires_at", nullable=False),
     CheckConstraint("slot >= 0", name="runner_kicks_slot_check"),
     Index("runner_kicks_token", "token", unique=True),
+)
+
+# 0009_fair_claim
+
+client_turns = Table(
+    "client_turns",
+    metadata,
+    Column("client_group", Text, primary_key=True),
+    _timestamp("served_at", nullable=False),
+)
+
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("key", Text, primary_key=True),
+    _timestamp("tat", nullable=False),
+    Column("granted", Boolean, nullable=False),
 )
 
 # 0005_client_keys

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import httpx
 from pydantic import BaseModel, Field, ValidationError
@@ -112,10 +113,21 @@ def parse_model(model: type[Model], data: Any, provider: str) -> Model:
         raise MalformedResponse(provider, "unexpected response shape") from None
 
 
+class Gate(Protocol):
+    """What a client asks before each call, and tells after a 429: an account's rate limit.
+    It may raise to stop the call (its caller decides what that means)."""
+
+    async def before_call(self) -> None: ...
+
+    async def rate_limited(self, retry_after_s: float) -> None: ...
+
+
 class ProviderClient:
-    """Base of the provider clients: one shared httpx client, a base URL, a key, a bound."""
+    """Base of the provider clients: one shared httpx client, a base URL, a key, a bound, and
+    optionally a gate every call passes."""
 
     provider: str
+    _gate: Gate | None = None
 
     def __init__(self, http: httpx.AsyncClient, base_url: str, key: str, timeout_s: float) -> None:
         self._http = http
@@ -124,14 +136,27 @@ class ProviderClient:
         self._key = key
         self._timeout_s = timeout_s
 
+    def gated(self, gate: Gate) -> Self:
+        """This client with every call passing `gate` (a copy: the original stays ungated)."""
+        twin = copy.copy(self)
+        twin._gate = gate
+        return twin
+
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send one authenticated request to `path` under the base URL."""
-        return await request_json(
-            self._http,
-            method,
-            self._base_url + path,
-            provider=self.provider,
-            key=self._key,
-            timeout_s=self._timeout_s,
-            **kwargs,
-        )
+        if self._gate is not None:
+            await self._gate.before_call()
+        try:
+            return await request_json(
+                self._http,
+                method,
+                self._base_url + path,
+                provider=self.provider,
+                key=self._key,
+                timeout_s=self._timeout_s,
+                **kwargs,
+            )
+        except RateLimited as exc:
+            if self._gate is not None:
+                await self._gate.rate_limited(exc.retry_after)
+            raise

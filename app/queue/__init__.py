@@ -3,7 +3,7 @@
 from app.queue.enqueue import Enqueued, JobSpec, enqueue, enqueue_many
 from app.queue.job import ClaimedJob, JobContext
 from app.queue.registry import Handler, Registry, handler, registry
-from app.queue.retry import Discard, RetryLater, backoff_s
+from app.queue.retry import Discard, RetryLater, Throttled, backoff_s
 from app.queue.runner import DrainSummary, Runner
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "Registry",
     "RetryLater",
     "Runner",
+    "Throttled",
     "backoff_s",
     "enqueue",
     "enqueue_many",

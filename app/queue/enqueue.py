@@ -46,6 +46,8 @@ class JobSpec:
     lead_id: str | None = None
     payload: dict[str, Any] = field(default_factory=dict)
     run_at: datetime | None = None
+    # None: the job type's registered priority (lower runs first).
+    priority: int | None = None
 
 
 # The statement for each dedupe scope: each scope's conflict target names its own partial index.
@@ -78,6 +80,7 @@ async def enqueue(
     lead_id: str | None = None,
     payload: dict[str, Any] | None = None,
     run_at: datetime | None = None,
+    priority: int | None = None,
     registry: Registry = registry,
 ) -> Enqueued:
     """Upsert one job by dedupe key; a duplicate is an answer (the live job), never an error."""
@@ -92,6 +95,7 @@ async def enqueue(
         json.dumps(payload or {}),
         handler.max_attempts,
         run_at,
+        handler.priority if priority is None else priority,
     )
     JOBS_ENQUEUED.labels(type, _flag(row["deduplicated"])).inc()
     if not row["deduplicated"] and _due(run_at):
@@ -127,6 +131,8 @@ async def enqueue_many(
         _column([json.dumps(s.payload) if s.payload else None for s in unique]),
         _column([s.run_at for s in unique]),
         _column([n if (n := counts[key]) > 1 else None for key in ordered]),
+        _column([s.priority for s in unique]),
+        handler.priority,
     )
     by_key = {
         r["dedupe_key"]: Enqueued(

@@ -20,23 +20,25 @@ from app.queue.sql import QUERIES
 log = logging.getLogger("handoff.runner")
 
 # How an attempt is counted and logged: its action's, or lease_lost when its write changed nothing.
-Outcome = Literal["succeeded", "retried", "failed", "released", "lease_lost"]
+Outcome = Literal["succeeded", "retried", "failed", "released", "throttled", "lease_lost"]
 # last_error keeps this many characters of an error.
 LAST_ERROR_CHARS = 500
 
 
 class Action(Enum):
     """What an attempt asks of its job: the job's status after it, and the attempt's outcome.
-    A release also gives the attempt back."""
+    A release and a throttle also give the attempt back."""
 
-    COMPLETE = "succeeded", "succeeded"
-    RETRY = "pending", "retried"
-    FAIL = "failed", "failed"
-    RELEASE = "pending", "released"
+    COMPLETE = "succeeded", "succeeded", False
+    RETRY = "pending", "retried", False
+    FAIL = "failed", "failed", False
+    RELEASE = "pending", "released", True
+    THROTTLE = "pending", "throttled", True
 
-    def __init__(self, status: str, outcome: Outcome) -> None:
+    def __init__(self, status: str, outcome: Outcome, gives_back: bool) -> None:
         self.status = status
         self.outcome = outcome
+        self.gives_back = gives_back
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,6 @@ class OutcomeWriter:
                 [v.action.status for v in verdicts],
                 [float(v.delay_s) for v in verdicts],
                 [v.error[:LAST_ERROR_CHARS] if v.error else None for v in verdicts],
-                [v.action is Action.RELEASE for v in verdicts],
+                [v.action.gives_back for v in verdicts],
             )
         return {row["id"] for row in rows}

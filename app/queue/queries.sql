@@ -1,51 +1,137 @@
 -- enqueue_active --
 -- One statement, race-free: the partial unique index decides, a duplicate bumps enqueue_count
 -- and returns the live job; xmax <> 0 tells an updated (deduplicated) row from a fresh insert.
-INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts, run_at)
-VALUES ($1, $2, 'active', $3, $4, $5::jsonb, $6, coalesce($7::timestamptz, now()))
+-- A duplicate asked for at a higher priority (a person's /sync of a lead whose bulk sync is
+-- still pending) raises the live job's: lower runs first.
+INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts,
+                       run_at, priority)
+VALUES ($1, $2, 'active', $3, $4, $5::jsonb, $6, coalesce($7::timestamptz, now()), $8)
 ON CONFLICT (dedupe_key) WHERE dedupe_scope = 'active' AND status IN ('pending', 'running')
-DO UPDATE SET enqueue_count = j.enqueue_count + 1
+DO UPDATE SET enqueue_count = j.enqueue_count + 1, priority = least(j.priority, excluded.priority)
 RETURNING j.id, j.type, j.status, (j.xmax <> '0'::xid) AS deduplicated
 
 -- enqueue_forever --
 -- Same as enqueue_active, against the index that keeps a key unique across all rows.
-INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts, run_at)
-VALUES ($1, $2, 'forever', $3, $4, $5::jsonb, $6, coalesce($7::timestamptz, now()))
+INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts,
+                       run_at, priority)
+VALUES ($1, $2, 'forever', $3, $4, $5::jsonb, $6, coalesce($7::timestamptz, now()), $8)
 ON CONFLICT (dedupe_key) WHERE dedupe_scope = 'forever'
-DO UPDATE SET enqueue_count = j.enqueue_count + 1
+DO UPDATE SET enqueue_count = j.enqueue_count + 1, priority = least(j.priority, excluded.priority)
 RETURNING j.id, j.type, j.status, (j.xmax <> '0'::xid) AS deduplicated
 
 -- enqueue_many_active --
--- Fan-out in one statement: parallel arrays unnested into rows. Keys arrive unique and sorted
--- (one row may not be updated twice by one statement; one order avoids deadlocks between
--- overlapping batches), with n = how many requests each key stands for. A column that is the
+-- Fan-out in one statement: parallel arrays unnested into rows ($10: the type's priority, for
+-- a row that names none). Keys arrive unique and sorted (one row may not be updated twice by
+-- one statement; one order avoids deadlocks between overlapping batches), with n = how many
+-- requests each key stands for. A column that is the
 -- same default for every row comes as NULL: unnest pads it with NULLs, coalesce fills them in.
 INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts,
-                       run_at, enqueue_count)
+                       run_at, enqueue_count, priority)
 SELECT $1, t.k, 'active', t.c, t.l, coalesce(t.p, '{}')::jsonb, $2, coalesce(t.r, now()),
-       coalesce(t.n, 1)
-FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::int[])
-     AS t(k, c, l, p, r, n)
+       coalesce(t.n, 1), coalesce(t.q, $10)
+FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::int[],
+            $9::int2[])
+     AS t(k, c, l, p, r, n, q)
 ON CONFLICT (dedupe_key) WHERE dedupe_scope = 'active' AND status IN ('pending', 'running')
-DO UPDATE SET enqueue_count = j.enqueue_count + excluded.enqueue_count
+DO UPDATE SET enqueue_count = j.enqueue_count + excluded.enqueue_count,
+              priority = least(j.priority, excluded.priority)
 RETURNING j.id, j.type, j.status, j.dedupe_key, (j.xmax <> '0'::xid) AS deduplicated
 
 -- enqueue_many_forever --
 -- Same as enqueue_many_active, against the forever index.
 INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts,
-                       run_at, enqueue_count)
+                       run_at, enqueue_count, priority)
 SELECT $1, t.k, 'forever', t.c, t.l, coalesce(t.p, '{}')::jsonb, $2, coalesce(t.r, now()),
-       coalesce(t.n, 1)
-FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::int[])
-     AS t(k, c, l, p, r, n)
+       coalesce(t.n, 1), coalesce(t.q, $10)
+FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::int[],
+            $9::int2[])
+     AS t(k, c, l, p, r, n, q)
 ON CONFLICT (dedupe_key) WHERE dedupe_scope = 'forever'
-DO UPDATE SET enqueue_count = j.enqueue_count + excluded.enqueue_count
+DO UPDATE SET enqueue_count = j.enqueue_count + excluded.enqueue_count,
+              priority = least(j.priority, excluded.priority)
 RETURNING j.id, j.type, j.status, j.dedupe_key, (j.xmax <> '0'::xid) AS deduplicated
+
+-- claim_turn --
+-- Taken in the claim's transaction before `claim`: claims run one at a time, so each counts the
+-- running jobs per client after the previous claim committed, and two claims at once cannot
+-- both take a client's last free place. A claim is a few milliseconds; the lock lasts as long.
+SELECT pg_advisory_xact_lock(7240912)
 
 -- claim --
 -- Take up to $1 jobs in one statement: expired leases first (their runner died), then due
--- pending jobs in run_at order. SKIP LOCKED lets runners claim side by side without waiting;
--- each branch reads only its partial index; UNION ALL with LIMIT stops reading once full.
+-- pending jobs, clients taking turns. Jobs group by client ('' for jobs of no client; client
+-- ids are never empty). `groups` finds each group with due jobs by skipping along
+-- jobs_due_group (one probe per group, however long its backlog); each group offers its first
+-- jobs in its own order (priority, lower first, then run_at), no more than its free places
+-- ($5 CLIENT_CONCURRENCY less its jobs running under a live lease; the group of no client has
+-- no cap). The offers are taken in turns: every group's first before any group's second, a
+-- group with fewer jobs running first, and among equals the group served longest ago
+-- (client_turns, which each claim moves on for the groups it served): a client with one job
+-- due starts it at the next free slot however many another has queued. An expired lease is
+-- taken back whatever its client's count: its runner is gone. Rows are not locked while read:
+-- `claim_turn` keeps claims apart, and the UPDATE re-checks each row's status against a
+-- concurrent cancel.
+WITH RECURSIVE expired AS (
+    SELECT id, true AS stale FROM jobs
+    WHERE status = 'running' AND locked_until < now()
+    ORDER BY locked_until
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), running AS (
+    SELECT coalesce(client_id, '') AS g, count(*) AS n FROM jobs
+    WHERE status = 'running' AND locked_until >= now()
+    GROUP BY 1
+), groups AS (
+    (SELECT coalesce(client_id, '') AS g FROM jobs
+     WHERE status = 'pending' AND run_at <= now()
+     ORDER BY coalesce(client_id, '') LIMIT 1)
+    UNION ALL
+    SELECT (SELECT coalesce(j.client_id, '') FROM jobs j
+            WHERE j.status = 'pending' AND j.run_at <= now()
+              AND coalesce(j.client_id, '') > groups.g
+            ORDER BY coalesce(j.client_id, '') LIMIT 1)
+    FROM groups WHERE groups.g IS NOT NULL
+), offers AS (
+    SELECT o.id, o.priority, o.run_at, coalesce(r.n, 0) AS running, t.served_at,
+           row_number() OVER (PARTITION BY g.g ORDER BY o.priority, o.run_at, o.id) AS turn
+    FROM groups g
+    LEFT JOIN running r ON r.g = g.g
+    LEFT JOIN client_turns t ON t.client_group = g.g
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at FROM jobs
+        WHERE status = 'pending' AND run_at <= now() AND coalesce(client_id, '') = g.g
+        ORDER BY priority, run_at, id
+        LIMIT CASE WHEN g.g = '' THEN $1 ELSE greatest(least($1, $5 - coalesce(r.n, 0)), 0) END
+    ) o
+    WHERE g.g IS NOT NULL
+), due AS (
+    SELECT id, false AS stale FROM offers
+    ORDER BY running + turn, served_at NULLS FIRST, priority, run_at, id
+    LIMIT $1
+), picked AS (
+    (SELECT id, stale FROM expired) UNION ALL (SELECT id, stale FROM due) LIMIT $1
+), claimed AS (
+    UPDATE jobs AS j
+    SET status = 'running', attempts = j.attempts + 1, lock_token = $2::uuid,
+        locked_by = $3, locked_until = now() + make_interval(secs => $4::float8),
+        started_at = now(), finished_at = NULL
+    FROM picked
+    WHERE j.id = picked.id AND j.status = CASE WHEN picked.stale THEN 'running' ELSE 'pending' END
+    RETURNING j.id, j.type, j.payload::text AS payload, j.attempts, j.max_attempts, j.client_id,
+              j.lead_id, j.dedupe_key, picked.stale
+), served AS (
+    INSERT INTO client_turns AS t (client_group, served_at)
+    SELECT g, clock_timestamp() FROM (SELECT DISTINCT coalesce(client_id, '') AS g FROM claimed) c
+    ORDER BY g
+    ON CONFLICT (client_group) DO UPDATE SET served_at = excluded.served_at
+)
+SELECT * FROM claimed
+
+-- claim_fifo --
+-- The claim without turns, caps or priority, for a runner built with fair=False (the
+-- benchmarks' baseline): expired leases first, then due pending jobs in run_at order. SKIP
+-- LOCKED lets runners claim side by side without waiting; each branch reads only its partial
+-- index; UNION ALL with LIMIT stops reading once full.
 WITH expired AS (
     SELECT id, true AS stale FROM jobs
     WHERE status = 'running' AND locked_until < now()
@@ -75,8 +161,8 @@ RETURNING j.id, j.type, j.payload::text AS payload, j.attempts, j.max_attempts, 
 -- row per job, sorted by id so overlapping writers lock rows in one order. Each row is guarded
 -- by its lease: a runner that lost a job changes nothing, and RETURNING names what changed.
 -- succeeded/failed end the job; pending comes back after delay_s (a retry keeps its attempt,
--- a release gives it back) and stays in the active dedupe index, so no key can clash; an
--- error, when given, replaces last_error.
+-- a release or a throttle gives it back) and stays in the active dedupe index, so no key can
+-- clash; an error, when given, replaces last_error.
 UPDATE jobs AS j
 SET status = t.status,
     finished_at = CASE WHEN t.status = 'pending' THEN NULL ELSE now() END,
@@ -224,13 +310,13 @@ RETURNING id
 
 -- get_job --
 -- $2, when given, scopes the read to one client's jobs (a job of no client is nobody's).
-SELECT id, type, status, dedupe_key, client_id, lead_id, attempts, max_attempts, run_at,
+SELECT id, type, status, dedupe_key, client_id, lead_id, priority, attempts, max_attempts, run_at,
        created_at, started_at, finished_at, last_error, enqueue_count
 FROM jobs WHERE id = $1 AND ($2::text IS NULL OR client_id = $2)
 
 -- list_jobs --
 -- A NULL filter matches everything; newest first by id (ids only grow).
-SELECT id, type, status, dedupe_key, client_id, lead_id, attempts, max_attempts, run_at,
+SELECT id, type, status, dedupe_key, client_id, lead_id, priority, attempts, max_attempts, run_at,
        created_at, started_at, finished_at, last_error, enqueue_count
 FROM jobs
 WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR type = $2)
@@ -240,7 +326,7 @@ ORDER BY id DESC LIMIT $3
 -- list_jobs for one client ($4), read backwards along jobs_client. A statement of its own: an
 -- optional "$4 IS NULL OR client_id = $4" is planned without the index (100-200 ms against
 -- 0.1-0.4 ms for a client's 100 newest among a million jobs).
-SELECT id, type, status, dedupe_key, client_id, lead_id, attempts, max_attempts, run_at,
+SELECT id, type, status, dedupe_key, client_id, lead_id, priority, attempts, max_attempts, run_at,
        created_at, started_at, finished_at, last_error, enqueue_count
 FROM jobs
 WHERE client_id = $4 AND ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR type = $2)
@@ -320,3 +406,30 @@ SELECT (SELECT count(*) FROM jobs WHERE status = 'pending' AND run_at <= now())
      + (SELECT count(*) FROM jobs WHERE status = 'running' AND locked_until < now()) AS due,
        (SELECT count(*) FROM jobs WHERE status = 'pending' AND run_at <= now() AND run_at > $1)
            AS fresh
+
+-- take_token --
+-- One token from bucket $1 ($2 seconds between tokens), shared by every process: GCRA keeps
+-- one instant per bucket, `tat`, when its next token is free. A take is granted when that is
+-- at most $3 seconds ahead (the taker waits for it: a reservation), and moves tat one interval
+-- on; refused, it changes nothing. wait_s: granted, how long until the reserved token is due;
+-- refused, until the next token is free. No burst: tokens are evenly spaced, so no window of
+-- w seconds grants more than w / $2 + 1. SET reads the row as it was, so `granted` and `tat`
+-- agree; the row lock orders the takers.
+INSERT INTO rate_buckets AS b (key, tat, granted)
+VALUES ($1, now() + make_interval(secs => $2::float8), true)
+ON CONFLICT (key) DO UPDATE
+SET granted = greatest(b.tat, now()) <= now() + make_interval(secs => $3::float8),
+    tat = CASE WHEN greatest(b.tat, now()) <= now() + make_interval(secs => $3::float8)
+               THEN greatest(b.tat, now()) + make_interval(secs => $2::float8)
+               ELSE b.tat END
+RETURNING b.granted,
+          greatest(extract(epoch FROM b.tat - now())
+                   - CASE WHEN b.granted THEN $2::float8 ELSE 0 END, 0)::float8 AS wait_s
+
+-- hold_off_bucket --
+-- The provider said to wait $2 seconds (a 429's Retry-After): no token of bucket $1 before
+-- then, whatever the bucket held.
+INSERT INTO rate_buckets AS b (key, tat, granted)
+VALUES ($1, now() + make_interval(secs => $2::float8), false)
+ON CONFLICT (key) DO UPDATE
+SET tat = greatest(b.tat, excluded.tat), granted = false

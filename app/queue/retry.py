@@ -3,10 +3,13 @@
     Exception
      ├── RetryLater(after=)   try again after this many seconds (a 429's Retry-After), or
      │                        after the policy's backoff when `after` is None
+     ├── Throttled(after=)    not yet: a rate limit has no token for this job for `after`
+     │                        seconds; the job goes back to wait for it, the attempt given back
      └── Discard              give up now: the job is failed with this message
 
 Any other exception fails the attempt; the job is retried with `backoff_s` until it runs out
-of attempts. Messages of these two are stored as `last_error`, so they must hold no PII.
+of attempts. Messages of RetryLater and Discard are stored as `last_error`, so they must hold
+no PII; a throttle leaves last_error as it was.
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ class RetryLater(Exception):
     def __init__(self, reason: str, *, after: float | None = None) -> None:
         super().__init__(reason)
         self.after = None if after is None else max(0.0, after)
+
+
+class Throttled(Exception):
+    """Put the job back until `after` seconds from now, without counting the attempt: it was
+    stopped before doing anything, because a rate limit has no token for it yet."""
+
+    def __init__(self, reason: str, *, after: float) -> None:
+        super().__init__(reason)
+        self.after = max(0.0, after)
 
 
 class Discard(Exception):

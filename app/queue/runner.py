@@ -1,7 +1,10 @@
 """The budgeted runner: claim due jobs, run each under a timeout, record the outcome.
 
 `Runner.drain(budget_s)` runs up to `concurrency` jobs at once until nothing is due or the
-budget is spent. Each attempt is bounded by min(its timeout, what is left of the budget); an
+budget is spent. Its claim lets clients take turns and runs at most `client_concurrency` jobs
+of one client at once, counted across every runner and worker (queries.sql, `claim`).
+
+Each attempt is bounded by min(its timeout, what is left of the budget); an
 attempt cut short by the budget is released back to `pending`, so when `drain` returns no job
 it claimed is still `running`. Its claim-and-wait loop, `SlotLoop`, is the worker's too.
 """
@@ -9,6 +12,7 @@ it claimed is still `running`. Its claim-and-wait loop, `SlotLoop`, is the worke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -24,7 +28,7 @@ from app.metrics import ATTEMPT_SECONDS, RUNNER_INVOCATIONS
 from app.queue.job import ClaimedJob, JobContext
 from app.queue.outcomes import Action, Outcome, OutcomeWriter, Record, Verdict
 from app.queue.registry import Registry, UnknownJobType, registry
-from app.queue.retry import Discard, RetryLater, backoff_s
+from app.queue.retry import Discard, RetryLater, Throttled, backoff_s
 from app.queue.sql import QUERIES
 
 log = logging.getLogger("handoff.runner")
@@ -63,6 +67,7 @@ class DrainSummary:
             "retried": self.outcomes["retried"],
             "failed": self.outcomes["failed"],
             "released": self.outcomes["released"],
+            "throttled": self.outcomes["throttled"],
             "released_stale": self.released_stale,
             "remaining_due": self.remaining_due,
             "oldest_due_age_s": self.oldest_due_age_s,
@@ -110,8 +115,17 @@ class Runner:
         deps: Any = None,
         registry: Registry = registry,
         invocation_id: str | None = None,
+        client_concurrency: int | None = None,
+        fair: bool = True,
     ) -> None:
+        """`client_concurrency`: the most jobs of one client running at once, across every
+        runner and worker; None is half of `concurrency`, at least 1. `fair=False` claims in
+        plain run_at order, with no turns, caps or priority (the benchmarks' baseline)."""
         self.db = db
+        self.client_concurrency = (
+            max(1, concurrency // 2) if client_concurrency is None else client_concurrency
+        )
+        self.fair = fair
         self.deps = deps
         self.job_timeout_s = job_timeout_s
         self.lease_s = lease_s
@@ -124,9 +138,29 @@ class Runner:
         """Lease up to `limit` due jobs to this runner."""
         token = str(uuid.uuid4())
         async with self.db.acquire() as conn:
-            rows = await conn.fetch(
-                QUERIES["claim"], limit, token, self.invocation_id, float(self.lease_s)
-            )
+            if self.fair:
+                # BEGIN and the turn lock in one round trip; the claim then reads a snapshot
+                # taken after the lock, so it sees every earlier claim's running jobs.
+                await conn.execute(f"BEGIN; {QUERIES['claim_turn']}")
+                try:
+                    rows = await conn.fetch(
+                        QUERIES["claim"],
+                        limit,
+                        token,
+                        self.invocation_id,
+                        float(self.lease_s),
+                        self.client_concurrency,
+                    )
+                except BaseException:
+                    # A broken connection cannot roll back: the pool discards it.
+                    with contextlib.suppress(Exception):
+                        await conn.execute("ROLLBACK")
+                    raise
+                await conn.execute("COMMIT")
+            else:
+                rows = await conn.fetch(
+                    QUERIES["claim_fifo"], limit, token, self.invocation_id, float(self.lease_s)
+                )
         return [
             ClaimedJob(
                 r["id"],
@@ -254,6 +288,8 @@ class Runner:
                 return Verdict(Action.RELEASE, delay_s=RELEASE_DELAY_S)
             else:
                 error = f"attempt timed out after {timeout:g}s"
+        except Throttled as exc:
+            return Verdict(Action.THROTTLE, delay_s=exc.after)
         except RetryLater as exc:
             error, delay = str(exc), exc.after
         except Discard as exc:
@@ -287,6 +323,7 @@ class Runner:
         duration_ms = round((asyncio.get_running_loop().time() - started) * 1000)
         ATTEMPT_SECONDS.labels(job.type, outcome).observe(duration_ms / 1000)
         level = logging.WARNING if outcome in ("failed", "lease_lost") else logging.INFO
+        delayed = verdict.action in (Action.RETRY, Action.THROTTLE)
         log.log(
             level,
             "job attempt finished",
@@ -299,9 +336,7 @@ class Runner:
                 "lead_id": job.lead_id,
                 "invocation_id": self.invocation_id,
                 "error": verdict.error,
-                "retry_in_s": (
-                    round(verdict.delay_s, 3) if verdict.action is Action.RETRY else None
-                ),
+                "retry_in_s": round(verdict.delay_s, 3) if delayed else None,
             },
         )
         return outcome

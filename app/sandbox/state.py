@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -40,6 +41,8 @@ class SandboxState:
         # The sandbox serves from a server thread while tests read and arm faults from theirs.
         self._lock = threading.Lock()
         self.calls: Counter[tuple[str, str]] = Counter()
+        # When each call arrived (time.monotonic()), by provider and kind.
+        self.arrivals: list[tuple[float, str, str]] = []
         self.sent: dict[str, dict] = {}
         self.extra_sms: dict[str, list[dict]] = {}
         self.extra_email: dict[str, list[dict]] = {}
@@ -49,6 +52,11 @@ class SandboxState:
         """How many calls of `kind` reached `provider`, faulty ones included."""
         with self._lock:
             return self.calls[(provider, kind)]
+
+    def call_times(self, provider: str, kind: str) -> list[float]:
+        """When each call of `kind` reached `provider`, on time.monotonic()'s clock."""
+        with self._lock:
+            return [t for t, p, k in self.arrivals if (p, k) == (provider, kind)]
 
     def add_fault(
         self,
@@ -84,6 +92,7 @@ class SandboxState:
         """Forget calls, sends, appended history and faults."""
         with self._lock:
             self.calls.clear()
+            self.arrivals.clear()
             self.sent.clear()
             self.extra_sms.clear()
             self.extra_email.clear()
@@ -93,6 +102,7 @@ class SandboxState:
         """Count a call and consume the first fault armed for it, if any."""
         with self._lock:
             self.calls[(provider, kind)] += 1
+            self.arrivals.append((time.monotonic(), provider, kind))
             for fault in self.faults:
                 if fault.matches(provider, kind):
                     if fault.skip:

@@ -52,6 +52,10 @@ function renderJobs(jobs) {
       cell("Type", el("div", {}, job.type), el("div", { class: "muted small", title: job.dedupe_key }, shortKey(job))),
       cell("Status", statusBadge(job.status)),
       cell("Lead", lead),
+      cell(
+        "Priority",
+        el("span", { title: "Lower runs first within its client's turn" }, String(job.priority)),
+      ),
       cell("Attempts", `${job.attempts} / ${job.max_attempts}`),
       cell("Run at", timeNode(job.run_at)),
       cell("Duration", jobDuration(job)),

@@ -15,6 +15,7 @@ JOB_FIELDS = {
     "dedupe_key",
     "client_id",
     "lead_id",
+    "priority",
     "attempts",
     "max_attempts",
     "run_at",
@@ -72,6 +73,7 @@ async def test_job_object_has_the_contract_fields(service, db):
     assert job["status"] == "pending"
     assert job["client_id"] == "acme"
     assert job["lead_id"] == lead
+    assert job["priority"] == 0, "a person's /sync runs before bulk work"
     assert job["attempts"] == 0
     assert job["max_attempts"] == 5
     assert job["enqueue_count"] == 1

@@ -250,3 +250,38 @@ async def test_rotation_names_accounts_no_key_reads(start_service, make_settings
 
     unset = rotate(make_settings(encryption_keys=None))
     assert unset.returncode == 2 and "ENCRYPTION_KEYS is not set" in unset.stderr
+
+
+async def test_a_clients_rate_per_min_spaces_its_calls_and_a_429_holds_them_off(
+    start_service, sandbox, db
+):
+    global_state, _ = sandbox
+    service = start_service(encryption_keys=fernet_key(), runner_concurrency=8)
+    await seed(service, "acme", leads=4)
+    with sandbox_account() as a:
+        account = await put_account(service, "acme", "sms", a.body("sms", rate_per_min=120))
+        assert account["settings"]["rate_per_min"] == 120
+        # The first call is refused with Retry-After 2: no call of the account before then.
+        a.state.add_fault("sms", "rate_limit", times=1, retry_after=2)
+        response = await service.api.post("/sync", json={"client_id": "acme"})
+        assert response.status_code == 202
+        deadline = asyncio.get_running_loop().time() + 60
+        while await db.fetchval(
+            "SELECT count(*) FROM jobs WHERE status <> 'succeeded' AND status <> 'failed'"
+        ):
+            assert asyncio.get_running_loop().time() < deadline, "the syncs did not finish"
+            await service.run_jobs(budget_s=5)
+            await asyncio.sleep(0.2)
+        times = a.state.call_times("sms", "list")
+
+    assert await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'failed'") == 0
+    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    # 120 a minute: a token every 0.5 s (and 3 % more), less what the calls' own latency on
+    # a busy machine moves them; the 429 held the bucket for 2 s (a call that had already
+    # reserved its token may still go meanwhile).
+    assert min(gaps) >= 0.5 - 0.1, gaps
+    assert max(gaps) >= 1.5, gaps
+    # Throttled attempts were given back: only the 429's attempt was used up.
+    attempts = await db.fetch("SELECT attempts FROM jobs WHERE payload->>'channel' = 'sms'")
+    assert sorted(r["attempts"] for r in attempts) == [1, 1, 1, 2]
+    assert calls(global_state) == global_state.count("email", "list")

@@ -155,8 +155,10 @@ async def test_twenty_thousand_due_steps_fan_out_across_ticks_within_the_timeout
     # Its own process: 20,000 sends should not share an interpreter with the sandbox. An
     # attempt of 2 s holds no more than the time box's reserve, so every tick hands over after
     # its first batch however fast the machine is: 20 ticks of 1,000 steps, and a 21st that
-    # finds none left.
-    service = await start_process_service(job_timeout_s=2, runner_concurrency=16)
+    # finds none left. One client's sends: its cap is the runner's slots.
+    service = await start_process_service(
+        job_timeout_s=2, runner_concurrency=16, client_concurrency=16
+    )
     leads = await seed(service, leads=100)
     # 200 sequences of 100 steps, all due: written straight to the tables for speed.
     await db.execute(

@@ -36,8 +36,9 @@ async def test_hanging_provider_answers_within_budget_and_leaves_nothing_running
     start_service, sandbox, db
 ):
     state, _ = sandbox
-    # Neither the provider timeout nor the job timeout can end these attempts first.
-    service = start_service(provider_timeout_s=60, job_timeout_s=120)
+    # Neither the provider timeout nor the job timeout can end these attempts first. One
+    # client's jobs only: its cap is the runner's slots, so the hanging ones leave room.
+    service = start_service(provider_timeout_s=60, job_timeout_s=120, client_concurrency=4)
     leads = await seed(service, leads=3)
     state.add_fault("sms", "hang", hang_s=30)
     await sync_leads(service, leads)
@@ -65,7 +66,8 @@ async def test_hanging_provider_answers_within_budget_and_leaves_nothing_running
 
 async def test_three_runners_run_every_job_exactly_once(start_service, sandbox, db):
     state, _ = sandbox
-    runners = [start_service() for _ in range(3)]
+    # One client's backlog: its cap (CLIENT_CONCURRENCY) lets all three runners' slots work.
+    runners = [start_service(client_concurrency=12) for _ in range(3)]
     leads = await sms_only_leads(runners[0], 200)
     await sync_leads(runners[0], leads)
     assert await db.fetchval("SELECT count(*) FROM jobs") == 200
@@ -147,11 +149,13 @@ async def test_runner_concurrency_bounds_the_handlers_running_at_once(
     start_service, start_worker, db
 ):
     """RUNNER_CONCURRENCY is an upper bound, for a runner invocation and for a worker, and
-    with enough jobs due it is reached."""
+    with enough jobs due it is reached (one client's jobs, its cap set out of the way)."""
     provider = CountingSms(delay_s=0.3)
     with ServerThread(provider.app) as sms:
         sms_url = f"{sms.base_url}/sms"
-        service = start_service(runner_concurrency=3, sms_provider_url=sms_url)
+        service = start_service(
+            runner_concurrency=3, client_concurrency=3, sms_provider_url=sms_url
+        )
         leads = await sms_only_leads(service, 12)
         await sync_leads(service, leads)
         summary = await service.run_jobs()
@@ -160,7 +164,7 @@ async def test_runner_concurrency_bounds_the_handlers_running_at_once(
 
         provider.most = 0
         await sync_leads(service, leads)
-        worker = start_worker(runner_concurrency=2, sms_provider_url=sms_url)
+        worker = start_worker(runner_concurrency=2, client_concurrency=2, sms_provider_url=sms_url)
 
         async def drained() -> bool:
             return await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'succeeded'") == 24
@@ -200,7 +204,10 @@ async def test_a_budget_over_the_function_limit_is_capped(start_service, sandbox
     cut to that: with every job hanging, the answer comes within the cap plus 2 s."""
     state, _ = sandbox
     service = start_service(
-        runner_max_duration_s=4, runner_safety_margin_s=1, provider_timeout_s=30
+        runner_max_duration_s=4,
+        runner_safety_margin_s=1,
+        provider_timeout_s=30,
+        client_concurrency=4,  # one client's three jobs all start
     )
     leads = await sms_only_leads(service, 3)
     await sync_leads(service, leads)

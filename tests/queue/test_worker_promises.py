@@ -176,13 +176,18 @@ async def test_a_notification_that_arrives_during_a_claim_is_not_lost(database_u
 
 
 async def test_workers_and_the_cron_runner_drain_one_backlog_each_job_once(
-    service, sandbox, start_worker, db
+    start_service, sandbox, start_worker, db
 ):
     state, _ = sandbox
+    # One client's backlog: its cap (CLIENT_CONCURRENCY) lets every slot of the three work.
+    service = start_service(client_concurrency=12)
     jobs = 160
     leads = await sms_only_leads(service, jobs)
     await sync_leads(service, leads)
-    workers = [start_worker(runner_concurrency=4, worker_poll_interval_s=0.2) for _ in range(2)]
+    workers = [
+        start_worker(runner_concurrency=4, client_concurrency=12, worker_poll_interval_s=0.2)
+        for _ in range(2)
+    ]
 
     async def both_listening() -> bool:
         return (
