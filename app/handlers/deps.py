@@ -22,11 +22,9 @@ from dataclasses import dataclass
 from typing import TypeVar, cast
 
 import httpx
-from sqlalchemy import select
 
 from app.accounts import AccountUnreadable, ProviderChannel, load_account
 from app.db import Database
-from app.models import leads
 from app.providers import (
     AiClient,
     EmailClient,
@@ -187,14 +185,6 @@ class JobProviders:
 
 def providers(ctx: JobContext) -> JobProviders:
     return JobProviders(ctx.deps, ctx.db)
-
-
-async def client_of(ctx: JobContext) -> str | None:
-    """The job's client: its own `client_id`, else its lead's."""
-    if ctx.job.client_id is not None or ctx.job.lead_id is None:
-        return ctx.job.client_id
-    async with ctx.engine.connect() as conn:
-        return await conn.scalar(select(leads.c.client_id).where(leads.c.id == ctx.job.lead_id))
 
 
 def require(client: T | None, name: str) -> T:

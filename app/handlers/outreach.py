@@ -18,7 +18,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from app.handlers.deps import client_of, providers, require
+from app.handlers.deps import providers, require
 from app.providers import Permanent, ProviderError
 from app.queue import Discard, JobContext
 
@@ -105,10 +105,10 @@ async def deliver(ctx: JobContext, kind: Kind, first: str, second: Any) -> None:
     idempotency_key = ctx.job.payload.get("idempotency_key") or ctx.job.dedupe_key
     try:
         if channel == "sms":
-            sms = require(await providers(ctx).sms_for(await client_of(ctx)), "sms")
+            sms = require(await providers(ctx).sms_for(ctx.job.client_id), "sms")
             message_id = await sms.send(target, row["text"], idempotency_key)
         else:
-            email = require(await providers(ctx).email_for(await client_of(ctx)), "email")
+            email = require(await providers(ctx).email_for(ctx.job.client_id), "email")
             message_id = await email.send(
                 target, row["subject"] or "", row["text"], idempotency_key
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, update
 
-from app.handlers.deps import client_of, job_handler, providers, require
+from app.handlers.deps import job_handler, providers, require
 from app.handlers.store import get_lead, recent_messages
 from app.models import leads
 from app.queue import Discard, JobContext
@@ -49,7 +49,7 @@ def transcript(rows) -> str:
 @job_handler("lead_scoring", dedupe="forever", max_attempts=5)
 async def lead_scoring(ctx: JobContext) -> None:
     """Score the lead from its latest messages and store score and reason."""
-    ai = require(await providers(ctx).ai_for(await client_of(ctx)), "ai")
+    ai = require(await providers(ctx).ai_for(ctx.job.client_id), "ai")
     async with ctx.engine.connect() as conn:
         lead = await get_lead(conn, ctx.job.lead_id, ctx.job.client_id)
         if lead is None:
