@@ -203,9 +203,11 @@ async def test_a_refused_or_hung_kick_costs_requests_nothing_and_cron_drains(
                 started = time.perf_counter()
                 await sync(service, leads[3 * i + k])
                 timings[name].append(time.perf_counter() - started)
-        median = {name: statistics.median(t) for name, t in timings.items()}
+        # A kick that waited on its answer would hold a /sync for the 5 s kick timeout; one
+        # second is a safety bound far above a 202's milliseconds, not a speed target.
+        slowest = {name: max(t) for name, t in timings.items()}
         for name in ("refused", "hung"):
-            assert median[name] <= 2 * median["none"] + 0.02, median
+            assert slowest[name] < 1.0, slowest
         assert await db.fetchval("SELECT count(*) FROM jobs WHERE status <> 'pending'") == 0
 
         # The failures are counted (the hung one once its timeout has passed).

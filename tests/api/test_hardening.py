@@ -137,7 +137,8 @@ async def test_a_long_request_line_answers_at_once_and_stalls_nothing(service):
     await prober
     assert response.status_code < 500
     assert took < 1.0, f"a 60 KB request line took {took:.2f} s"
-    assert slowest < 0.2, f"/healthz waited {slowest:.2f} s beside it"
+    # Quadratic scrubbing held /healthz for seconds; a second is a safety bound, not a target.
+    assert slowest < 1.0, f"/healthz waited {slowest:.2f} s beside it"
 
 
 # --- 2. authentication before the body; every JSON body capped ------------------------------
