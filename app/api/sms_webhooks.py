@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
-from sqlalchemy import and_, distinct, select
+from sqlalchemy import and_, select
 
 from app.accounts import AccountUnreadable, load_account
 from app.api.body import read_capped
@@ -229,7 +229,8 @@ async def client_of(db: Database, settings: Settings, sms: IncomingSms) -> str:
         own_sms = select(provider_accounts.c.client_id).where(provider_accounts.c.channel == "sms")
         by_lead = list(
             await conn.scalars(
-                select(distinct(leads.c.client_id))
+                select(leads.c.client_id)
+                .distinct()
                 .where(and_(leads.c.phone == sms.sender, leads.c.client_id.not_in(own_sms)))
                 .limit(2)
             )
