@@ -167,7 +167,14 @@ def _form_doc() -> dict[str, Any]:
                             name: {"type": "string"}
                             for name in ("MessageSid", "AccountSid", "From", "To", "Body")
                         },
-                    }
+                    },
+                    "example": {
+                        "MessageSid": "SM" + "0" * 32,
+                        "AccountSid": "AC" + "0" * 32,
+                        "From": "+15550104242",
+                        "To": "+15005550006",
+                        "Body": "Thursday works for me.",
+                    },
                 }
             },
         },
