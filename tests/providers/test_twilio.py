@@ -327,3 +327,54 @@ def test_address_is_the_leads_phone():
     client = TwilioSms(httpx.AsyncClient(), "https://api.twilio.com", SID, TOKEN, OURS, 5)
     assert client.address({"phone": LEAD, "sms_contact_id": "c-1"}) == LEAD
     assert client.address({"phone": None, "sms_contact_id": "c-1"}) is None
+
+
+def test_settings_need_the_whole_twilio_account_for_the_twilio_kind():
+    from pydantic import ValidationError
+
+    from app.settings import Settings, describe_error
+
+    complete = {
+        "twilio_account_sid": SID,
+        "twilio_auth_token": TOKEN,
+        "twilio_from": OURS,
+    }
+    assert Settings(_env_file=None, sms_provider_kind="twilio", **complete).twilio_from == OURS
+    for missing in complete:
+        values = {k: v for k, v in complete.items() if k != missing}
+        with pytest.raises(ValidationError) as caught:
+            Settings(_env_file=None, sms_provider_kind="twilio", **values)
+        assert describe_error(caught.value).endswith(f"needs {missing.upper()}")
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None, twilio_from="555-0100")
+    assert describe_error(caught.value).startswith("invalid setting TWILIO_FROM:")
+    service = Settings(_env_file=None, twilio_from="MG" + "f" * 32)
+    assert service.twilio_from == "MG" + "f" * 32
+
+
+def test_the_twilio_kind_builds_the_adapter_and_signs_with_its_token():
+    from app.accounts.kinds import kind_for
+
+    kind = kind_for("sms", "twilio")
+    assert kind is not None and kind.secret_names() == ("auth_token",)
+    account = kind.model_validate({"account_sid": SID, "auth_token": TOKEN, "sender": OURS})
+    assert account.signing_secret() == TOKEN
+    assert TOKEN not in str(account.public_values())
+    client = account.client(httpx.AsyncClient(), 5)
+    assert isinstance(client, TwilioSms) and client.sender == OURS
+    with pytest.raises(ValueError):
+        kind.model_validate({"account_sid": SID, "auth_token": TOKEN, "sender": "ours"})
+
+
+def test_the_local_run_points_twilio_at_the_sandbox(monkeypatch):
+    from app.local import sandbox_twilio
+
+    monkeypatch.delenv("TWILIO_ACCOUNT_SID", raising=False)
+    monkeypatch.delenv("SMS_PROVIDER_KIND", raising=False)
+    assert sandbox_twilio("http://127.0.0.1:8000", "k") == {}
+    monkeypatch.setenv("SMS_PROVIDER_KIND", "twilio")
+    local = sandbox_twilio("http://127.0.0.1:8000", "k")
+    assert local["twilio_api_url"] == "http://127.0.0.1:8000/sandbox/twilio"
+    assert local["twilio_auth_token"] == "k"
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", SID)
+    assert sandbox_twilio("http://127.0.0.1:8000", "k") == {}
