@@ -84,13 +84,10 @@ def local_encryption_key(data_dir: Path) -> str:
 
 
 def sandbox_twilio(base: str, key: str) -> dict[str, object]:
-    """With SMS_PROVIDER_KIND=twilio and no TWILIO_ACCOUNT_SID in the environment: the Twilio
-    settings that point the Twilio adapter at the sandbox's Twilio endpoints."""
-    if os.environ.get("SMS_PROVIDER_KIND", "").strip().lower() != "twilio":
-        return {}
-    if os.environ.get("TWILIO_ACCOUNT_SID"):
-        return {}
+    """The settings that send the global SMS account through the Twilio adapter to the
+    sandbox's Twilio endpoints (`--sms twilio`)."""
     return {
+        "sms_provider_kind": "twilio",
         "twilio_account_sid": SANDBOX_TWILIO_SID,
         "twilio_auth_token": key,
         "twilio_from": SANDBOX_NUMBER,
@@ -108,12 +105,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--data-dir", type=Path, default=Path(".data"))
+    parser.add_argument(
+        "--sms",
+        choices=("generic", "twilio"),
+        default="generic",
+        help="the sandbox API SMS goes through: the contract's (generic) or Twilio's, through "
+        "the Twilio adapter",
+    )
     args = parser.parse_args(argv)
 
     base = f"http://{args.host}:{args.port}"
     sandbox_key = secrets.token_urlsafe(16)
-    twilio = sandbox_twilio(base, sandbox_key)
-    env = load_settings(**twilio)
+    twilio = sandbox_twilio(base, sandbox_key) if args.sms == "twilio" else {}
+    env = load_settings()
     if not port_is_free(args.host, args.port):
         sys.exit(f"handoff: port {args.port} is taken; pass --port to pick another")
     configure_logging()

@@ -366,15 +366,10 @@ def test_the_twilio_kind_builds_the_adapter_and_signs_with_its_token():
         kind.model_validate({"account_sid": SID, "auth_token": TOKEN, "sender": "ours"})
 
 
-def test_the_local_run_points_twilio_at_the_sandbox(monkeypatch):
+def test_the_local_run_points_twilio_at_the_sandbox():
     from app.local import sandbox_twilio
 
-    monkeypatch.delenv("TWILIO_ACCOUNT_SID", raising=False)
-    monkeypatch.delenv("SMS_PROVIDER_KIND", raising=False)
-    assert sandbox_twilio("http://127.0.0.1:8000", "k") == {}
-    monkeypatch.setenv("SMS_PROVIDER_KIND", "twilio")
     local = sandbox_twilio("http://127.0.0.1:8000", "k")
+    assert local["sms_provider_kind"] == "twilio"
     assert local["twilio_api_url"] == "http://127.0.0.1:8000/sandbox/twilio"
     assert local["twilio_auth_token"] == "k"
-    monkeypatch.setenv("TWILIO_ACCOUNT_SID", SID)
-    assert sandbox_twilio("http://127.0.0.1:8000", "k") == {}
