@@ -112,9 +112,10 @@ def form_fields(body: bytes) -> list[tuple[str, str]]:
 async def verified(request: Request, url: str, token: str) -> list[tuple[str, str]]:
     """The request's form fields once its signature checks out with `token` (401 if not)."""
     given = request.headers.get(SIGNATURE_HEADER, "")
-    body = await read_capped(request, MAX_BODY)
-    fields = form_fields(body)
-    if not given or not signature_valid(token, url, fields, given):
+    if not given:  # refused before a byte of the body is read
+        raise invalid_signature()
+    fields = form_fields(await read_capped(request, MAX_BODY))
+    if not signature_valid(token, url, fields, given):
         raise invalid_signature()
     return fields
 
