@@ -313,7 +313,10 @@ def _dated(message: dict, on: str | None, before: str | None, after: str | None)
 
 def _bound(value: str) -> datetime:
     text = value.replace("Z", "+00:00")
-    moment = datetime.fromisoformat(text if "T" in text else f"{text}T00:00:00+00:00")
+    try:
+        moment = datetime.fromisoformat(text if "T" in text else f"{text}T00:00:00+00:00")
+    except ValueError:
+        raise TwilioFault(400, 20001, "Invalid DateSent.") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
