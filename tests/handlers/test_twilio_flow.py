@@ -149,3 +149,33 @@ async def test_a_reactivation_reaches_each_number_once(twilio_service, sandbox, 
     for number in (PHONE, OTHER_PHONE):
         assert len(await texts_to(sandbox, number, campaign["text"])) == 1, number
     assert state.count("sms", "send") == 2
+
+
+async def test_a_clients_own_twilio_account_is_the_one_called(service, sandbox, db):
+    # The global account stays generic; the client's own account is Twilio (the sandbox's).
+    state, base = sandbox
+    [lead] = await seed(service, leads=1, phone=PHONE)
+    own_sid = "AC" + "fe" * 16
+    account = {
+        "kind": "twilio",
+        "settings": {
+            "account_sid": own_sid,
+            "auth_token": SANDBOX_KEY,
+            "sender": "+15005550123",
+            "url": f"{base}/twilio",
+        },
+    }
+    response = await service.api.put("/api/clients/acme/providers/sms", json=account)
+    assert response.status_code == 200, response.text
+    steps = [{"after_s": 0, "channel": "sms", "text": "From our own number"}]
+    response = await service.api.post("/api/followups", json={"lead_id": lead, "steps": steps})
+    assert response.status_code == 201, response.text
+    assert (await service.cron.get("/api/cron/followups")).status_code == 202
+    await service.run_jobs()
+    async with httpx.AsyncClient(auth=(own_sid, SANDBOX_KEY)) as http:
+        listed = await http.get(
+            f"{base}/twilio/2010-04-01/Accounts/{own_sid}/Messages.json",
+            params={"To": PHONE, "From": "+15005550123"},
+        )
+    assert [m["body"] for m in listed.json()["messages"]] == ["From our own number"]
+    assert state.count("sms", "send") == 1 and not state.sent  # not the generic API
