@@ -34,16 +34,21 @@ from app.main import create_app
 from app.migrations import upgrade_to_head
 from app.models import clients, leads
 from app.sandbox import create_sandbox_app
+from app.sandbox.twilio import SANDBOX_NUMBER
 from app.settings import Settings, load_settings
 from app.telemetry import configure_logging
 from app.worker import run_worker
 
 DEMO_CLIENT = {"id": "demo", "name": "Demo Realty"}
+# The account the sandbox's Twilio endpoints are called with when SMS goes through Twilio.
+SANDBOX_TWILIO_SID = "AC" + "0" * 32
 DEMO_LEADS = [
     {
         "id": f"demo-lead-{i}",
         "name": name,
         "email": f"{name.split()[0].lower()}@example.com",
+        # A fictional number (555-01xx), the lead's identity when SMS goes through Twilio.
+        "phone": f"+1555010{i:04d}",
         "sms_contact_id": f"sms-contact-{i}",
         "email_lead_id": f"email-lead-{i}",
     }
@@ -78,6 +83,18 @@ def local_encryption_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def sandbox_twilio(base: str, key: str) -> dict[str, object]:
+    """The settings that send the global SMS account through the Twilio adapter to the
+    sandbox's Twilio endpoints (`--sms twilio`)."""
+    return {
+        "sms_provider_kind": "twilio",
+        "twilio_account_sid": SANDBOX_TWILIO_SID,
+        "twilio_auth_token": key,
+        "twilio_from": SANDBOX_NUMBER,
+        "twilio_api_url": f"{base}/sandbox/twilio",
+    }
+
+
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex((host, port)) != 0
@@ -88,8 +105,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--data-dir", type=Path, default=Path(".data"))
+    parser.add_argument(
+        "--sms",
+        choices=("generic", "twilio"),
+        default="generic",
+        help="the sandbox API SMS goes through: the contract's (generic) or Twilio's, through "
+        "the Twilio adapter",
+    )
     args = parser.parse_args(argv)
 
+    base = f"http://{args.host}:{args.port}"
+    sandbox_key = secrets.token_urlsafe(16)
+    twilio = sandbox_twilio(base, sandbox_key) if args.sms == "twilio" else {}
     env = load_settings()
     if not port_is_free(args.host, args.port):
         sys.exit(f"handoff: port {args.port} is taken; pass --port to pick another")
@@ -98,9 +125,10 @@ def main(argv: list[str] | None = None) -> None:
     upgrade_to_head(url)
     asyncio.run(seed_demo(url))
 
-    base = f"http://{args.host}:{args.port}"
-    sandbox_key = secrets.token_urlsafe(16)
     overrides: dict[str, object] = {
+        **twilio,
+        # Where Twilio-signed deliveries are checked against: this server, unless set.
+        "public_url": env.public_url or base,
         "database_url": url,
         "api_token": env.api_token or secrets.token_urlsafe(24),
         "cron_secret": env.cron_secret or secrets.token_urlsafe(24),

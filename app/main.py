@@ -18,6 +18,7 @@ from app.api import (
     metrics,
     outreach,
     providers,
+    sms_webhooks,
     sync,
     webhooks,
 )
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(leads.admin)
     app.include_router(keys.router)
     app.include_router(providers.router)
+    app.include_router(sms_webhooks.router)
     dashboard.mount_static(app)
     return app
 

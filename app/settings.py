@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import sys
 from functools import cached_property, lru_cache
+from typing import Literal
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet, MultiFernet
@@ -35,6 +37,20 @@ def check_webhook_secret(value: str) -> str:
         raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64")
     if len(decoded) < MIN_WEBHOOK_KEY_BYTES:
         raise ValueError(f"its key must be at least {MIN_WEBHOOK_KEY_BYTES} bytes")
+    return value
+
+
+# A phone number as Twilio takes it (E.164): "+", a country code, at most 15 digits in all.
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+# A Twilio sender: an E.164 number, or a Messaging Service SID.
+MESSAGING_SERVICE_SID = re.compile(r"MG[0-9a-fA-F]{32}")
+
+
+def check_twilio_sender(value: str) -> str:
+    """The value if it is an E.164 number or a Messaging Service SID (`MG` + 32 hex), else
+    ValueError."""
+    if not (E164.fullmatch(value) or MESSAGING_SERVICE_SID.fullmatch(value)):
+        raise ValueError("must be an E.164 number (+15551234567) or a Messaging Service SID (MG…)")
     return value
 
 
@@ -75,6 +91,19 @@ class Settings(BaseSettings):
     ai_provider_url: str | None = None
     ai_provider_key: str = ""
     ai_model: str = "gpt-4o-mini"
+    # Which API the global SMS account speaks: `generic` (SMS_PROVIDER_URL/KEY, the contract's
+    # API, as the sandbox does) or `twilio` (the TWILIO_* settings below, all three required).
+    sms_provider_kind: Literal["generic", "twilio"] = "generic"
+    # The Twilio account (AC + 32 hex), its auth token (also what signs its webhooks), and the
+    # sender: an E.164 number or a Messaging Service SID (MG…).
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from: str | None = None
+    # Twilio's API; another base URL only to test against a Twilio-shaped server (the sandbox).
+    twilio_api_url: str = "https://api.twilio.com"
+    # The public base URL providers call this service at (https://handoff.example.com), as
+    # Twilio signs it: /webhooks/sms answers 503 without it.
+    public_url: str | None = None
     # Calls per minute the global accounts allow, shared by every runner and worker (a token
     # bucket in Postgres); a job with no token waits for one without using an attempt. Unset:
     # unlimited. A client's own account has its own `rate_per_min`.
@@ -130,7 +159,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// or postgresql+asyncpg:// URL")
         return value
 
-    @field_validator("sms_provider_url", "email_provider_url", "ai_provider_url")
+    @field_validator("sms_provider_url", "email_provider_url", "ai_provider_url", "public_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -138,6 +167,45 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("twilio_api_url")
+    @classmethod
+    def _twilio_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("twilio_account_sid", "twilio_auth_token", "twilio_from", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("twilio_account_sid")
+    @classmethod
+    def _account_sid(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
+            raise ValueError("must be a Twilio account SID: AC followed by 32 hex digits")
+        return value
+
+    @field_validator("twilio_auth_token")
+    @classmethod
+    def _auth_token(cls, value: str | None) -> str | None:
+        if value is not None and not all("!" <= ch <= "~" for ch in value):
+            raise ValueError("must be visible ASCII characters without spaces")
+        return value
+
+    @field_validator("twilio_from")
+    @classmethod
+    def _twilio_from(cls, value: str | None) -> str | None:
+        return None if value is None else check_twilio_sender(value)
+
+    @model_validator(mode="after")
+    def _twilio_complete(self) -> Settings:
+        if self.sms_provider_kind == "twilio":
+            for name in ("twilio_account_sid", "twilio_auth_token", "twilio_from"):
+                if not getattr(self, name):
+                    raise ValueError(f"SMS_PROVIDER_KIND=twilio needs {name.upper()}")
+        return self
 
     @field_validator("encryption_keys")
     @classmethod

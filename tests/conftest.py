@@ -28,9 +28,11 @@ from tests.support import (
     CRON_SECRET,
     EMAIL_SHAPED,
     ENCRYPTION_KEY,
+    PUBLIC_URL,
     ROOT,
     SANDBOX_KEY,
     SECRETS,
+    TWILIO_SID,
     WEBHOOK_SECRET,
     LogCapture,
     ProcessLogs,
@@ -120,6 +122,11 @@ def make_settings(database_url: str, sandbox) -> Callable[..., Settings]:
             "ai_provider_key": SANDBOX_KEY,
             "provider_timeout_s": 5,
             "encryption_keys": ENCRYPTION_KEY,
+            "twilio_account_sid": TWILIO_SID,
+            "twilio_auth_token": SANDBOX_KEY,
+            "twilio_from": "+15005550006",
+            "twilio_api_url": f"{base}/twilio",
+            "public_url": PUBLIC_URL,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

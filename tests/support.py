@@ -30,6 +30,10 @@ API_TOKEN = "test-api-token-0123456789"
 CRON_SECRET = "test-cron-secret-0123456789"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SANDBOX_KEY = "sandbox-key-0123456789"
+# The global Twilio account of the tests (its auth token is SANDBOX_KEY, as the sandbox's
+# Twilio endpoints take), and the public URL Twilio-signed deliveries are checked against.
+TWILIO_SID = "AC" + "0123456789abcdef" * 2
+PUBLIC_URL = "https://handoff.test"
 # A Fernet key (32 bytes, url-safe base64) for provider accounts' secrets.
 ENCRYPTION_KEY = "aGFuZG9mZi10ZXN0LWVuY3J5cHRpb24ta2V5LTAwMDE="
 

@@ -17,7 +17,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, St
 
 from app.providers import AiClient, EmailClient, SmsClient
 from app.providers.http import ProviderClient
-from app.settings import check_webhook_secret
+from app.providers.twilio import DEFAULT_API_URL as TWILIO_API_URL
+from app.providers.twilio import TwilioSms as TwilioSmsClient
+from app.settings import check_twilio_sender, check_webhook_secret
 from app.storable import StorableStr
 
 ProviderChannel = Literal["sms", "email", "ai"]
@@ -114,6 +116,30 @@ class GenericSms(AccountKind):
         return SmsClient(http, self.url, self.key.get_secret_value(), timeout_s)
 
 
+class TwilioSms(AccountKind):
+    """A Twilio account: its `account_sid` and `auth_token` (which also signs its webhook
+    deliveries to /webhooks/sms/{client_id}), the `sender` texts go out from (an E.164 number,
+    or a Messaging Service SID `MG…`), and the API's `url` (Twilio's unless testing)."""
+
+    account_sid: Annotated[str, StringConstraints(pattern=r"^AC[0-9a-fA-F]{32}$")]
+    auth_token: Secret
+    sender: Annotated[str, StringConstraints(max_length=64), AfterValidator(check_twilio_sender)]
+    url: ProviderUrl = TWILIO_API_URL
+
+    def client(self, http: httpx.AsyncClient, timeout_s: float) -> TwilioSmsClient:
+        return TwilioSmsClient(
+            http,
+            self.url,
+            self.account_sid,
+            self.auth_token.get_secret_value(),
+            self.sender,
+            timeout_s,
+        )
+
+    def signing_secret(self) -> str | None:
+        return self.auth_token.get_secret_value()
+
+
 class GenericEmail(AccountKind):
     """The contract's email API: `url`, a bearer `key`, and the `webhook_secret` that signs
     this client's deliveries to /webhooks/email/{client_id}."""
@@ -141,7 +167,7 @@ class GenericAi(AccountKind):
 
 
 KINDS: dict[ProviderChannel, dict[str, type[AccountKind]]] = {
-    "sms": {"generic": GenericSms},
+    "sms": {"generic": GenericSms, "twilio": TwilioSms},
     "email": {"generic": GenericEmail},
     "ai": {"generic": GenericAi},
 }

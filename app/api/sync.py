@@ -44,7 +44,8 @@ async def sync(body: SyncRequest, response: Response, db: DbDep, caller: CallerD
     async with db.acquire() as conn:
         if body.lead_id is not None:
             lead = await conn.fetchrow(
-                "SELECT sms_contact_id, email_lead_id FROM leads WHERE id = $1 AND client_id = $2",
+                "SELECT sms_contact_id, email_lead_id, phone, email FROM leads"
+                " WHERE id = $1 AND client_id = $2",
                 body.lead_id,
                 body.client_id,
             )

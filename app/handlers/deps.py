@@ -32,9 +32,11 @@ from app.providers import (
     ProviderError,
     RateLimited,
     SmsClient,
+    SmsProvider,
     Transient,
 )
 from app.providers.http import ProviderClient
+from app.providers.twilio import TwilioSms
 from app.queue import Discard, JobContext, RetryLater, Throttled
 from app.queue.ratelimit import hold_off, interval_s, take_token, turn_after
 from app.queue.registry import (
@@ -89,6 +91,23 @@ class BucketGate:
 Account = tuple[ProviderClient | None, float | None]
 
 
+def global_sms(settings: Settings, http: httpx.AsyncClient) -> ProviderClient | None:
+    """The global SMS account's client, of SMS_PROVIDER_KIND (None: not configured)."""
+    timeout = settings.provider_timeout_s
+    if settings.sms_provider_kind == "twilio":
+        return TwilioSms(
+            http,
+            settings.twilio_api_url,
+            settings.twilio_account_sid or "",
+            settings.twilio_auth_token or "",
+            settings.twilio_from or "",
+            timeout,
+        )
+    if settings.sms_provider_url:
+        return SmsClient(http, settings.sms_provider_url, settings.sms_provider_key, timeout)
+    return None
+
+
 class Providers:
     """The process's provider clients: the global settings' ones, and clients' own accounts
     (read from the database, decrypted, kept for ACCOUNT_CACHE_S)."""
@@ -98,9 +117,7 @@ class Providers:
         self._http = http
         timeout = settings.provider_timeout_s
         self.global_clients: dict[ProviderChannel, ProviderClient | None] = {
-            "sms": SmsClient(http, settings.sms_provider_url, settings.sms_provider_key, timeout)
-            if settings.sms_provider_url
-            else None,
+            "sms": global_sms(settings, http),
             "email": EmailClient(
                 http, settings.email_provider_url, settings.email_provider_key, timeout
             )
@@ -172,8 +189,9 @@ class JobProviders:
     providers: Providers
     db: Database
 
-    async def sms_for(self, client_id: str | None) -> SmsClient | None:
-        return cast(SmsClient | None, await self.providers.client_for(self.db, client_id, "sms"))
+    async def sms_for(self, client_id: str | None) -> SmsProvider | None:
+        client = await self.providers.client_for(self.db, client_id, "sms")
+        return cast(SmsProvider | None, client)
 
     async def email_for(self, client_id: str | None) -> EmailClient | None:
         client = await self.providers.client_for(self.db, client_id, "email")

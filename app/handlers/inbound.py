@@ -1,4 +1,5 @@
-"""email_inbound: store a received email on its lead and have the lead scored."""
+"""email_inbound and sms_inbound: store a received message on its lead (found, or created
+under a derived id) and have the lead scored."""
 
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ async def create_lead(
     name: str,
     address: str,
     email_lead_id: str | None,
+    phone: str | None = None,
 ) -> str:
     """Insert the lead under the first derived id that is free or already the client's own.
 
@@ -86,6 +88,7 @@ async def create_lead(
                 name=name or None,
                 email=address or None,
                 email_lead_id=email_lead_id,
+                phone=phone,
             )
             .on_conflict_do_nothing(index_elements=["id"])
             .returning(leads.c.id)
@@ -127,4 +130,48 @@ async def email_inbound(ctx: JobContext) -> None:
             client_id=client_id,
             lead_id=lead_id,
             payload={"message_id": data["message_id"]},
+        )
+
+
+async def find_or_create_lead_by_phone(conn: AsyncConnection, client_id: str, phone: str) -> str:
+    """The client's lead with this phone number (E.164), else a new one under an id derived
+    from it (so concurrent deliveries agree on it)."""
+    found = await conn.scalar(
+        select(leads.c.id)
+        .where(leads.c.client_id == client_id, leads.c.phone == phone)
+        .order_by(leads.c.id)
+        .limit(1)
+    )
+    if found:
+        return found
+    return await create_lead(conn, client_id, phone, "", "", None, phone=phone)
+
+
+@job_handler("sms_inbound", dedupe="forever")
+async def sms_inbound(ctx: JobContext) -> None:
+    """Store a received SMS on its lead (matched by number within the client, or created), then
+    enqueue its scoring. Stored like a synced one (by message SID), so a sync that meets it
+    later adds nothing, and it stops the lead's pending follow-ups as any inbound message does."""
+    data = ctx.job.payload
+    client_id = data["client_id"]
+    async with ctx.engine.begin() as conn:
+        if await conn.scalar(select(clients.c.id).where(clients.c.id == client_id)) is None:
+            raise Discard("unknown client")
+        lead_id = await find_or_create_lead_by_phone(conn, client_id, data["from"])
+        message = StoredMessage(
+            "sms",
+            "inbound",
+            data["body"],
+            data["message_sid"],
+            datetime.fromisoformat(data["received_at"]),
+        )
+        if not await store_messages(conn, client_id, lead_id, [message]):
+            return  # stored (and scored) by an earlier delivery, or by a sync
+        await enqueue(
+            await driver_connection(conn),
+            "lead_scoring",
+            (client_id, "sms", data["message_sid"]),
+            client_id=client_id,
+            lead_id=lead_id,
+            payload={"message_id": data["message_sid"]},
         )

@@ -34,7 +34,7 @@ class Kind(Enum):
 # type serves both kinds), $4 the job's client (a campaign id is unique per client only).
 LOAD_SEND = """
 SELECT s.state, s.channel, s.text, s.subject, l.id AS lead_id, l.client_id, l.sms_contact_id,
-       l.email_lead_id,
+       l.email_lead_id, l.name, l.email, l.phone,
        EXISTS (SELECT 1 FROM messages AS m
                WHERE m.lead_id = l.id AND m.direction = 'inbound'
                  AND m.sent_at > s.scheduled_at) AS replied
@@ -71,6 +71,13 @@ ON CONFLICT (client_id, channel, provider_message_id) DO NOTHING
 """
 
 
+def no_identity(address: str | None, channel: str) -> str:
+    """The address, or Discard (the send recorded failed) when the lead has none there."""
+    if not address:
+        raise Discard(f"the lead has no {channel} identity at its provider")
+    return address
+
+
 async def deliver(ctx: JobContext, kind: Kind, first: str, second: Any) -> None:
     """Send the message (kind, first, second) names, once, unless it is no longer due."""
     key = (kind.value, first, str(second), ctx.job.client_id)
@@ -96,21 +103,22 @@ async def deliver(ctx: JobContext, kind: Kind, first: str, second: Any) -> None:
     if row["replied"]:
         return await record("stopped")
     channel = row["channel"]
-    target = row["sms_contact_id"] if channel == "sms" else row["email_lead_id"]
-    if not target:
-        await record("failed")
-        raise Discard(f"the lead has no {channel} identity")
     # A send enqueued before its dedupe key took its present form keeps the key its earlier
     # attempts sent (the upgrade copied it into the payload).
     idempotency_key = ctx.job.payload.get("idempotency_key") or ctx.job.dedupe_key
+    # A later attempt may follow one whose request reached the provider (its answer lost): a
+    # provider without idempotency keys looks for that send before sending again.
+    retry = ctx.job.attempt > 1
     try:
         if channel == "sms":
             sms = require(await providers(ctx).sms_for(ctx.job.client_id), "sms")
-            message_id = await sms.send(target, row["text"], idempotency_key)
+            address = no_identity(sms.address(row), channel)
+            message_id = await sms.send(address, row["text"], idempotency_key, retry=retry)
         else:
             email = require(await providers(ctx).email_for(ctx.job.client_id), "email")
+            address = no_identity(email.address(row), channel)
             message_id = await email.send(
-                target, row["subject"] or "", row["text"], idempotency_key
+                address, row["subject"] or "", row["text"], idempotency_key, retry=retry
             )
     except Discard:
         await record("failed")

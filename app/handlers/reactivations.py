@@ -27,7 +27,8 @@ CAMPAIGNS = select(
 ).order_by(reactivations.c.client_id, reactivations.c.id)
 
 # Enroll the next inactive leads of a campaign in one statement: no message either way within
-# inactive_days (or none at all), an identity on the campaign's channel, not enrolled before.
+# inactive_days (or none at all), an identity on the campaign's channel (a provider id, or the
+# phone number or address: see app/models/channels.py), not enrolled before.
 # The enrollment's primary key makes "once per campaign" hold even past job retention. A campaign
 # id is the client's own: another client's campaign of the same id is another campaign.
 ENROLL = text(
@@ -36,7 +37,8 @@ ENROLL = text(
                                           subject)
     SELECT :client_id, :campaign, l.id, :channel, :text, :subject FROM leads AS l
     WHERE l.client_id = :client_id
-      AND CASE WHEN :channel = 'sms' THEN l.sms_contact_id ELSE l.email_lead_id END IS NOT NULL
+      AND CASE WHEN :channel = 'sms' THEN coalesce(l.sms_contact_id, l.phone)
+               ELSE coalesce(l.email_lead_id, l.email) END IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM messages AS m WHERE m.lead_id = l.id
                       AND m.sent_at > now() - make_interval(days => :inactive_days))
       AND NOT EXISTS (SELECT 1 FROM reactivation_enrollments AS e
@@ -54,7 +56,8 @@ NO_IDENTITY = text(
     """
     SELECT count(*) FROM leads AS l
     WHERE l.client_id = :client_id
-      AND CASE WHEN :channel = 'sms' THEN l.sms_contact_id ELSE l.email_lead_id END IS NULL
+      AND CASE WHEN :channel = 'sms' THEN coalesce(l.sms_contact_id, l.phone)
+               ELSE coalesce(l.email_lead_id, l.email) END IS NULL
       AND NOT EXISTS (SELECT 1 FROM messages AS m WHERE m.lead_id = l.id
                       AND m.sent_at > now() - make_interval(days => :inactive_days))
     """

@@ -39,20 +39,13 @@ async def conversation_sync(ctx: JobContext) -> None:
 async def _sync_sms(ctx: JobContext, lead: Mapping[str, Any]) -> None:
     client_id = ctx.job.client_id or lead["client_id"]
     sms = require(await providers(ctx).sms_for(client_id), "sms")
-    cursor: str | None = None
-    seen: set[str | None] = set()
-    for _ in range(MAX_PAGES):
-        page = await sms.list_messages(lead["sms_contact_id"], cursor)
-        batch = [StoredMessage("sms", m.direction, m.body, m.id, m.sent_at) for m in page.messages]
+    address = sms.address(lead)
+    if address is None:
+        raise Discard("the lead has no sms identity at its provider")
+    async for page in sms.history(address):
+        batch = [StoredMessage("sms", m.direction, m.body, m.id, m.sent_at) for m in page]
         async with ctx.engine.begin() as conn:
             await store_messages(conn, lead["client_id"], lead["id"], batch)
-        seen.add(cursor)
-        cursor = page.next_cursor
-        if cursor is None:
-            return
-        if cursor in seen:
-            raise MalformedResponse("sms", "the message cursor repeats")
-    raise MalformedResponse("sms", f"more than {MAX_PAGES} pages of messages")
 
 
 async def _sync_email(ctx: JobContext, lead: Mapping[str, Any]) -> None:
@@ -88,7 +81,13 @@ async def sync_all(ctx: JobContext) -> None:
             page = [
                 row._mapping
                 for row in await conn.execute(
-                    select(leads.c.id, leads.c.sms_contact_id, leads.c.email_lead_id)
+                    select(
+                        leads.c.id,
+                        leads.c.sms_contact_id,
+                        leads.c.email_lead_id,
+                        leads.c.phone,
+                        leads.c.email,
+                    )
                     .where(leads.c.client_id == client_id, leads.c.id > after)
                     .order_by(leads.c.id)
                     .limit(BATCH)

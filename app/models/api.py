@@ -5,8 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
+from app.settings import E164
 from app.storable import StorableStr, UtcDatetime
 
 # Ids from callers: 1-64 chars of A-Za-z0-9_.:-
@@ -95,11 +103,31 @@ class ClientOut(BaseModel):
     name: str
 
 
+# What a phone number may be written with, besides its digits and leading "+".
+PHONE_PUNCTUATION = str.maketrans("", "", " -.()")
+
+
+def e164(value: str) -> str:
+    """A phone number as stored: E.164 (`+` and up to 15 digits), from a number written with
+    spaces, dashes, dots or parentheses; ValueError (never quoting it) for anything else."""
+    normalized = value.translate(PHONE_PUNCTUATION)
+    if not E164.fullmatch(normalized):
+        raise ValueError(
+            "must be an international number in E.164 form: + and the country code, then the "
+            "number (spaces, dashes, dots and parentheses are allowed)"
+        )
+    return normalized
+
+
+Phone = Annotated[str, StringConstraints(max_length=40), AfterValidator(e164)]
+
+
 class LeadIn(Strict):
     id: Id
     name: Annotated[StorableStr, StringConstraints(max_length=200)] | None = None
     email: Annotated[StorableStr, StringConstraints(max_length=320)] | None = None
-    phone: Annotated[StorableStr, StringConstraints(max_length=40)] | None = None
+    # Stored normalized: "+1 (555) 555-0142" is kept as "+15555550142".
+    phone: Phone | None = None
     sms_contact_id: Id | None = None
     email_lead_id: Id | None = None
 

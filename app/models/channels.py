@@ -9,8 +9,11 @@ from app.models.api import CHANNELS
 
 
 def identity(lead: Mapping[str, Any], channel: str) -> str | None:
-    """The lead's id at the channel's provider: its SMS contact, or its email provider lead."""
-    return lead["sms_contact_id"] if channel == "sms" else lead["email_lead_id"]
+    """Whether the lead can be reached on the channel: its SMS contact id or phone number, its
+    email provider lead id or address. Which one counts is the provider's (its `address`)."""
+    if channel == "sms":
+        return lead.get("sms_contact_id") or lead.get("phone")
+    return lead.get("email_lead_id") or lead.get("email")
 
 
 def channels_of(lead: Mapping[str, Any], wanted: list[str] | None = None) -> list[str]:

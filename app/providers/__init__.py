@@ -10,7 +10,7 @@ from app.providers.errors import (
     Transient,
 )
 from app.providers.http import parse_retry_after, request_json
-from app.providers.sms import SmsClient, SmsMessage, SmsPage
+from app.providers.sms import SmsClient, SmsMessage, SmsPage, SmsProvider
 
 __all__ = [
     "AiClient",
@@ -25,6 +25,7 @@ __all__ = [
     "SmsClient",
     "SmsMessage",
     "SmsPage",
+    "SmsProvider",
     "Transient",
     "parse_retry_after",
     "request_json",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel
@@ -42,7 +43,12 @@ class EmailClient(ProviderClient):
         )
         return parse_model(EmailPage, data, self.provider)
 
-    async def send(self, lead_id: str, subject: str, text: str, idempotency_key: str) -> str:
+    def address(self, lead: Mapping[str, Any]) -> str | None:
+        return lead.get("email_lead_id") or None
+
+    async def send(
+        self, lead_id: str, subject: str, text: str, idempotency_key: str, *, retry: bool = False
+    ) -> str:
         """Send an email to a lead and return the provider's message id."""
         data = await self._request(
             "POST",

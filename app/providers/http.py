@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, Self, TypeVar
@@ -64,21 +65,31 @@ async def request_json(
     url: str,
     *,
     provider: str,
-    key: str,
     timeout_s: float,
     json: Any = None,
+    data: dict | None = None,
     params: dict | None = None,
     headers: dict | None = None,
+    error_detail: Callable[[httpx.Response], str | None] | None = None,
 ) -> Any:
-    """Call a provider and return its JSON body, or raise the matching ProviderError."""
-    sent_headers = {**(headers or {}), "Authorization": f"Bearer {key}"}
+    """Call a provider and return its JSON body, or raise the matching ProviderError.
+
+    `headers` carry the authentication (ProviderClient adds its own); `data` is a form body.
+    `error_detail` reads a safe note (a vendor's error code, never its message) from an error
+    answer, added to the error's message."""
     # httpx's timeouts bound each read, so a body dripped one byte at a time never trips
     # them; asyncio.timeout bounds the whole call. Causes are dropped (`from None`) because
     # httpx errors can quote the URL, and the URL can hold a phone number.
     try:
         async with asyncio.timeout(timeout_s):
             response = await http.request(
-                method, url, json=json, params=params, headers=sent_headers, timeout=timeout_s
+                method,
+                url,
+                json=json,
+                data=data,
+                params=params,
+                headers=headers,
+                timeout=timeout_s,
             )
     except (httpx.TimeoutException, TimeoutError):
         PROVIDER_CALLS.labels(provider, "timeout").inc()
@@ -99,9 +110,11 @@ async def request_json(
             raise MalformedResponse(provider, "malformed JSON in response") from None
     if status == 429:
         raise RateLimited(provider, parse_retry_after(response.headers.get("Retry-After")))
+    note = error_detail(response) if error_detail is not None else None
+    detail = f"HTTP {status}" if not note else f"HTTP {status} ({note})"
     if status == 408 or status >= 500:
-        raise Transient(provider, f"HTTP {status}")
-    raise Permanent(provider, f"HTTP {status}")
+        raise Transient(provider, detail)
+    raise Permanent(provider, detail)
 
 
 def parse_model(model: type[Model], data: Any, provider: str) -> Model:
@@ -142,7 +155,17 @@ class ProviderClient:
         twin._gate = gate
         return twin
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _auth_headers(self) -> dict[str, str]:
+        """The headers that authenticate a call: a bearer key unless the provider says other."""
+        return {"Authorization": f"Bearer {self._key}"}
+
+    def _error_detail(self, response: httpx.Response) -> str | None:
+        """A safe note on an error answer (a vendor's error code); none by default."""
+        return None
+
+    async def _request(
+        self, method: str, path: str, *, headers: dict | None = None, **kwargs: Any
+    ) -> Any:
         """Send one authenticated request to `path` under the base URL."""
         if self._gate is not None:
             await self._gate.before_call()
@@ -152,8 +175,9 @@ class ProviderClient:
                 method,
                 self._base_url + path,
                 provider=self.provider,
-                key=self._key,
                 timeout_s=self._timeout_s,
+                headers={**(headers or {}), **self._auth_headers()},
+                error_detail=self._error_detail,
                 **kwargs,
             )
         except RateLimited as exc:

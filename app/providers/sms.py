@@ -1,14 +1,23 @@
-"""Client for the SMS provider: a contact's message history, and sending."""
+"""The SMS channel's interface, and the client for the contract's own SMS API.
+
+`SmsProvider` is what the handlers call; each provider is one class implementing it (the
+contract's API here, Twilio in app/providers/twilio.py), so another provider is another file.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 from pydantic import BaseModel
 
+from app.providers.errors import MalformedResponse
 from app.providers.http import ProviderClient, SendResult, parse_model
 from app.storable import StorableStr, UtcDatetime
+
+# Guards against a provider whose pages never end.
+MAX_PAGES = 10_000
 
 
 class SmsMessage(BaseModel):
@@ -27,10 +36,35 @@ class SmsPage(BaseModel):
     next_cursor: str | None = None
 
 
+class SmsProvider(Protocol):
+    """What the handlers need from an SMS provider."""
+
+    provider: str  # "sms": the metrics label and error prefix
+
+    def address(self, lead: Mapping[str, Any]) -> str | None:
+        """The lead's identity at this provider; None when the lead cannot be reached here."""
+        ...
+
+    def history(self, address: str) -> AsyncIterator[list[SmsMessage]]:
+        """Every page of the conversation, one list per page, to the end; MalformedResponse
+        when a cursor or page link repeats or past MAX_PAGES (never a loop)."""
+        ...
+
+    async def send(
+        self, address: str, body: str, idempotency_key: str, *, retry: bool = False
+    ) -> str:
+        """Send and return the provider's message id. `retry`: an earlier attempt of this send
+        may have reached the provider, so one without idempotency keys looks first."""
+        ...
+
+
 class SmsClient(ProviderClient):
-    """Calls the SMS provider's API with one shared httpx client."""
+    """The contract's SMS API (the sandbox speaks it), on one shared httpx client."""
 
     provider = "sms"
+
+    def address(self, lead: Mapping[str, Any]) -> str | None:
+        return lead.get("sms_contact_id") or None
 
     async def list_messages(self, contact_id: str, cursor: str | None = None) -> SmsPage:
         """Fetch one page of a contact's messages, starting at `cursor`."""
@@ -41,12 +75,29 @@ class SmsClient(ProviderClient):
         )
         return parse_model(SmsPage, data, self.provider)
 
-    async def send(self, contact_id: str, body: str, idempotency_key: str) -> str:
-        """Send an SMS and return the provider's message id."""
+    async def history(self, address: str) -> AsyncIterator[list[SmsMessage]]:
+        cursor: str | None = None
+        seen: set[str | None] = set()
+        for _ in range(MAX_PAGES):
+            page = await self.list_messages(address, cursor)
+            yield page.messages
+            seen.add(cursor)
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+            if cursor in seen:
+                raise MalformedResponse(self.provider, "the message cursor repeats")
+        raise MalformedResponse(self.provider, f"more than {MAX_PAGES} pages of messages")
+
+    async def send(
+        self, address: str, body: str, idempotency_key: str, *, retry: bool = False
+    ) -> str:
+        """Send an SMS and return the provider's message id (the Idempotency-Key makes a
+        repeated attempt safe, so `retry` changes nothing here)."""
         data = await self._request(
             "POST",
             "/messages",
-            json={"contact_id": contact_id, "body": body},
+            json={"contact_id": address, "body": body},
             headers={"Idempotency-Key": idempotency_key},
         )
         return parse_model(SendResult, data, self.provider).id

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 
 from app.sandbox.data import ai_score, email_history, iso, sms_history
 from app.sandbox.state import SandboxState
+from app.sandbox.twilio import create_twilio_app
 
 SMS_PAGE_SIZE = 5
 EMAIL_PAGE_SIZE = 4
@@ -262,4 +263,5 @@ def create_sandbox_app(state: SandboxState | None = None, key: str | None = None
         """Score the last user message, deterministically, in OpenAI's chat.completion shape."""
         return await _serve(state, "ai", "score", lambda: _completion(request))
 
+    app.mount("/twilio", create_twilio_app(state, key))
     return app

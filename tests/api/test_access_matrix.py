@@ -140,6 +140,10 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/webhooks/email/{client_id}"): Case(
         "webhook", 401, "/webhooks/email/{client}", lambda ids: {}
     ),
+    ("POST", "/webhooks/sms"): Case("webhook", 401, "/webhooks/sms", lambda ids: {}),
+    ("POST", "/webhooks/sms/{client_id}"): Case(
+        "webhook", 401, "/webhooks/sms/{client}", lambda ids: {}
+    ),
     **{
         (method, f"/api/cron/{name}"): CRON
         for name in ("followups", "reactivations", "background-jobs")
