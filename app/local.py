@@ -8,6 +8,10 @@ encryption key for provider accounts generated once and kept under ./.data/ (so 
 stored in the embedded database stay readable across runs). Beside
 the API it runs one worker and plays vercel.json's cron schedule against the API, all in this
 one process, so jobs drain by themselves as they would in production.
+
+`EMAIL_PROVIDER_KIND=resend` without RESEND_API_KEY runs email through the Resend adapter
+against the sandbox's Resend-shaped API (/sandbox/resend), its inbox holding the demo leads'
+emails.
 """
 
 from __future__ import annotations
@@ -33,12 +37,14 @@ from app.localcron import play_all
 from app.main import create_app
 from app.migrations import upgrade_to_head
 from app.models import clients, leads
-from app.sandbox import create_sandbox_app
+from app.sandbox import SandboxState, create_sandbox_app
+from app.sandbox.resend import resend_state
 from app.settings import Settings, load_settings
 from app.telemetry import configure_logging
 from app.worker import run_worker
 
 DEMO_CLIENT = {"id": "demo", "name": "Demo Realty"}
+SANDBOX_RESEND_FROM = "Demo Realty <hello@demo.sandbox.example>"
 DEMO_LEADS = [
     {
         "id": f"demo-lead-{i}",
@@ -78,6 +84,13 @@ def local_encryption_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def sandbox_resend_wanted() -> bool:
+    """EMAIL_PROVIDER_KIND=resend asked for, with no Resend API key of its own: the sandbox's
+    Resend serves it."""
+    kind = os.environ.get("EMAIL_PROVIDER_KIND", "").strip().lower()
+    return kind == "resend" and not os.environ.get("RESEND_API_KEY")
+
+
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex((host, port)) != 0
@@ -90,7 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(".data"))
     args = parser.parse_args(argv)
 
-    env = load_settings()
+    resend_sandbox = sandbox_resend_wanted()
+    # Placeholders so the Resend settings validate; the sandbox's own replace them below.
+    placeholders = {"resend_api_key": "sandbox", "resend_from": SANDBOX_RESEND_FROM}
+    env = load_settings(**(placeholders if resend_sandbox else {}))
     if not port_is_free(args.host, args.port):
         sys.exit(f"handoff: port {args.port} is taken; pass --port to pick another")
     configure_logging()
@@ -112,10 +128,16 @@ def main(argv: list[str] | None = None) -> None:
         if not getattr(env, f"{provider}_provider_url"):
             overrides[f"{provider}_provider_url"] = f"{base}/sandbox/{provider}"
             overrides[f"{provider}_provider_key"] = sandbox_key
+    if resend_sandbox:
+        overrides["resend_api_url"] = f"{base}/sandbox/resend"
+        overrides["resend_api_key"] = sandbox_key
+        overrides["resend_from"] = env.resend_from or SANDBOX_RESEND_FROM
     settings = load_settings(**overrides)
 
+    state = SandboxState()
+    resend_state(state).seed([str(lead["email"]) for lead in DEMO_LEADS])
     app = create_app(settings)
-    app.mount("/sandbox", create_sandbox_app(key=sandbox_key))
+    app.mount("/sandbox", create_sandbox_app(state, key=sandbox_key))
     config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None)
     server = LocalServer(
         config,

@@ -96,6 +96,7 @@ def register_secrets(settings: Any) -> None:
         "sms_provider_key",
         "email_provider_key",
         "ai_provider_key",
+        "resend_api_key",
     ):
         register_secret(getattr(settings, name))
     for key in (getattr(settings, "encryption_keys", None) or "").split(","):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import math
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, Self, TypeVar
@@ -17,6 +19,7 @@ from app.providers.errors import (
     MAX_RETRY_AFTER_S,
     MalformedResponse,
     Permanent,
+    ProviderError,
     RateLimited,
     Transient,
 )
@@ -47,6 +50,47 @@ def parse_retry_after(value: str | None) -> float:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
+# A Go-style duration as OpenAI's x-ratelimit-reset-* headers give it: "1s", "6m0s", "20ms",
+# "1h2m3.5s". Each part is a number and a unit; the whole must be parts only.
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+MAX_DURATION_CHARS = 64
+
+
+def parse_duration(value: str | None) -> float | None:
+    """Seconds in a duration like `6m0s`, `1s` or `20ms` (plain seconds too), or None when the
+    value is not one."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text or len(text) > MAX_DURATION_CHARS:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        parts = _DURATION_PART.findall(text)
+        if not parts or "".join(number + unit for number, unit in parts) != text:
+            return None
+        seconds = sum(float(number) * _DURATION_UNIT_S[unit] for number, unit in parts)
+    return None if math.isnan(seconds) or seconds < 0 else seconds
+
+
+def rate_limit_wait(headers: httpx.Headers) -> float:
+    """Seconds a 429 asks to wait: Retry-After when given; else the later of OpenAI's
+    x-ratelimit-reset-requests and -tokens, or the `ratelimit-reset` seconds (Resend, the IETF
+    draft); else the default. Within [0, 60]."""
+    if headers.get("Retry-After") is not None:
+        return parse_retry_after(headers.get("Retry-After"))
+    resets = [
+        parse_duration(headers.get(name))
+        for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens", "ratelimit-reset")
+    ]
+    known = [seconds for seconds in resets if seconds is not None]
+    if not known:
+        return DEFAULT_RETRY_AFTER_S
+    return min(max(known), MAX_RETRY_AFTER_S)
+
+
 def _seconds_until(http_date: str) -> float | None:
     """Seconds from now until an HTTP-date, or None when it is not one."""
     try:
@@ -69,8 +113,12 @@ async def request_json(
     json: Any = None,
     params: dict | None = None,
     headers: dict | None = None,
+    on_error: Callable[[httpx.Response], ProviderError | None] | None = None,
 ) -> Any:
-    """Call a provider and return its JSON body, or raise the matching ProviderError."""
+    """Call a provider and return its JSON body, or raise the matching ProviderError.
+
+    `on_error` may classify a non-2xx answer from its body (a vendor's error names); when it
+    returns None the status alone decides."""
     sent_headers = {**(headers or {}), "Authorization": f"Bearer {key}"}
     # httpx's timeouts bound each read, so a body dripped one byte at a time never trips
     # them; asyncio.timeout bounds the whole call. Causes are dropped (`from None`) because
@@ -97,8 +145,12 @@ async def request_json(
             return response.json()
         except ValueError:
             raise MalformedResponse(provider, "malformed JSON in response") from None
+    if on_error is not None:
+        mapped = on_error(response)
+        if mapped is not None:
+            raise mapped
     if status == 429:
-        raise RateLimited(provider, parse_retry_after(response.headers.get("Retry-After")))
+        raise RateLimited(provider, rate_limit_wait(response.headers))
     if status == 408 or status >= 500:
         raise Transient(provider, f"HTTP {status}")
     raise Permanent(provider, f"HTTP {status}")
