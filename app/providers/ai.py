@@ -90,7 +90,7 @@ def _parse_score(data: Any) -> Score:
         finish = choice.get("finish_reason")
         refusal = message.get("refusal")
     except (KeyError, IndexError, TypeError, AttributeError):
-        raise MalformedResponse(PROVIDER, "reply is not a chat completion") from None
+        raise MalformedResponse(PROVIDER, "reply is not a valid score") from None
     if refusal:
         raise Permanent(PROVIDER, "the model refused to score")
     if finish == "length":
