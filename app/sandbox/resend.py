@@ -22,7 +22,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -204,23 +204,23 @@ def create_resend_app(state: SandboxState, key: str | None) -> FastAPI:
         )
         return _error(422, "validation_error", f"Invalid fields: {fields}.")
 
+    async def bearer(authorization: Annotated[str | None, Header()] = None) -> None:
+        if key is None:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise ResendError(401, "missing_api_key", "Missing API key in the header.")
+        if not hmac.compare_digest(token.encode(), key.encode()):
+            raise ResendError(403, "invalid_api_key", "API key is invalid.")
+
     app = FastAPI(
         title="sandbox Resend",
+        dependencies=[Depends(bearer)],
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
         exception_handlers={HTTPException: http_error, RequestValidationError: invalid},
     )
-
-    @app.middleware("http")
-    async def bearer(request: Request, call_next: Any) -> Response:
-        if key is not None:
-            scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-            if scheme.lower() != "bearer" or not token:
-                return _error(401, "missing_api_key", "Missing API key in the header.")
-            if not hmac.compare_digest(token.encode(), key.encode()):
-                return _error(403, "invalid_api_key", "API key is invalid.")
-        return await call_next(request)
 
     async def faulted(kind: str) -> Response | None:
         fault = state.begin_call("email", kind)
