@@ -34,7 +34,6 @@ from sqlalchemy.dialects.postgresql import insert
 
 from app.db import make_engine, start_embedded
 from app.localcron import play_all
-from app.main import create_app
 from app.migrations import upgrade_to_head
 from app.models import clients, leads
 from app.sandbox import SandboxState, create_sandbox_app
@@ -104,9 +103,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     resend_sandbox = sandbox_resend_wanted()
-    # Placeholders so the Resend settings validate; the sandbox's own replace them below.
-    placeholders = {"resend_api_key": "sandbox", "resend_from": SANDBOX_RESEND_FROM}
-    env = load_settings(**(placeholders if resend_sandbox else {}))
+    if resend_sandbox:
+        # Placeholders so the Resend settings validate wherever they are read (importing
+        # app.main reads them); the sandbox's own replace them below.
+        os.environ["RESEND_API_KEY"] = "sandbox"
+        os.environ.setdefault("RESEND_FROM", SANDBOX_RESEND_FROM)
+    from app.main import create_app  # noqa: PLC0415  (reads the settings as it is imported)
+
+    env = load_settings()
     if not port_is_free(args.host, args.port):
         sys.exit(f"handoff: port {args.port} is taken; pass --port to pick another")
     configure_logging()
