@@ -258,3 +258,18 @@ def test_the_kind_builds_the_adapter_and_keeps_its_secrets() -> None:
     assert kind.signing_secret() == "whsec_" + "QUJD" * 11
     with pytest.raises(ValueError, match="email address"):
         ResendEmail.model_validate({"key": KEY, "from_address": "not an address"})
+
+
+def test_the_resend_api_key_is_masked_in_log_lines() -> None:
+    from app.settings import Settings
+    from app.telemetry import register_secrets, scrub
+
+    key = "re_MaskMe0123456789abcdef"
+    settings = Settings(
+        _env_file=None,
+        email_provider_kind="resend",
+        resend_api_key=key,
+        resend_from="hello@acme.example",
+    )
+    register_secrets(settings)
+    assert key not in scrub(f"Authorization: Bearer {key}")
