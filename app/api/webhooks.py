@@ -202,12 +202,20 @@ OPENAPI = {
         202: {"description": 'Enqueued, deduplicated, or `{"ignored": true}` for other types.'},
         401: error("The signature is missing, malformed, wrong or too old."),
         413: error("The body is over 1 MiB."),
-        422: error("Signed, but not JSON or missing fields."),
+        422: error(
+            "Signed, but not JSON or missing fields; or Resend's shape, and no one client's "
+            "Resend account receives at its `to` addresses (`unknown_recipient`, "
+            "`ambiguous_recipient`)."
+        ),
         503: error("WEBHOOK_SECRET is not set, or the database cannot be reached."),
     },
 )
 async def email_webhook(request: Request, db: DbDep, settings: SettingsDep) -> Any:
-    """Accept a signed email delivery and enqueue its processing."""
+    """Accept a signed email delivery and enqueue its processing.
+
+    Besides the contract's shape, Resend's own `email.received` event (`data.email_id`, no
+    text) is accepted: its job fetches the email from the client's Resend account. Its client
+    is the one whose Resend `from_address` is, or shares the domain of, a `to` address."""
     try:
         if not settings.webhook_secret:
             raise ApiError(503, "not_configured", "WEBHOOK_SECRET is not set on this server.")
@@ -347,7 +355,8 @@ def _client_route_doc() -> dict[str, Any]:
 async def client_email_webhook(
     client_id: Annotated[Id, Path()], request: Request, db: DbDep, settings: SettingsDep
 ) -> Any:
-    """Accept a delivery for one client, signed with its email account's `webhook_secret`."""
+    """Accept a delivery for one client, signed with its email account's `webhook_secret`;
+    Resend's own `email.received` event is accepted here too (its job fetches the email)."""
     try:
         if settings.encryption is None:
             raise ApiError(
