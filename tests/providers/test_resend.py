@@ -273,3 +273,26 @@ def test_the_resend_api_key_is_masked_in_log_lines() -> None:
     )
     register_secrets(settings)
     assert key not in scrub(f"Authorization: Bearer {key}")
+
+
+async def test_the_generic_email_client_pages_its_history_to_the_end(fixture_server) -> None:
+    from app.providers import EmailClient
+
+    def reply(i: int) -> dict:
+        at = "2026-01-01T00:00:00Z"
+        return {"id": f"r{i}", "direction": "inbound", "text": f"t{i}", "sent_at": at}
+
+    def pages(query: dict[str, str]):
+        page = int(query["page"])
+        return 200, {"replies": [reply(page)], "next_page": page + 1 if page < 3 else None}, {}
+
+    fixture_server.on("GET", "/leads/e-1/replies", pages)
+    generic = EmailClient(httpx.AsyncClient(), fixture_server.base_url, KEY, 5)
+    assert generic.address({"email_lead_id": "e-1", "email": ADDRESS}) == "e-1"
+    got = [r.id async for batch in generic.history("e-1") for r in batch]
+    assert got == ["r1", "r2", "r3"]
+
+    fixture_server.answer("GET", "/leads/e-2/replies", 200, {"replies": [], "next_page": 1})
+    with pytest.raises(MalformedResponse, match="do not advance"):
+        async for _ in generic.history("e-2"):
+            pass
