@@ -19,6 +19,7 @@ import copy
 import logging
 import re
 import secrets
+from email.utils import parseaddr
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
@@ -34,7 +35,6 @@ from app.db import Database
 from app.metrics import WEBHOOK_REJECTIONS
 from app.models import EnqueuedResponse, Id, InboundEmail
 from app.models.tables import provider_accounts
-from app.providers.resend import address_of
 from app.queue import enqueue
 from app.settings import Settings
 
@@ -103,6 +103,11 @@ class ResendReceived(BaseModel):
     email_id: str = Field(min_length=1, max_length=255)
     from_: str = Field(alias="from", min_length=3, max_length=320)
     to: list[Annotated[str, Field(max_length=320)]] = Field(default_factory=list, max_length=100)
+
+
+def address_of(value: str) -> str:
+    """The bare, lower-cased address in `Name <a@b.c>` or `a@b.c`."""
+    return parseaddr(value)[1].lower()
 
 
 def parse_delivery(
