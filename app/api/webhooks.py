@@ -7,7 +7,8 @@ Two shapes of `email.received` are accepted: the contract's (the email's text in
 Resend's own (`data.email_id` and the addresses, no text: its job fetches the email from
 Resend). A Resend event names no client: on a client's route it is that client's; on the global
 route it belongs to the client whose Resend account's `from_address` is an address the email was
-sent to, else the one whose `from_address` domain is that address's domain; none, or several,
+sent to, else the one whose `from_address` domain is that address's domain, else (the global
+account being Resend's) the one client with a lead at the sender's address; none, or several,
 is a 422 (such a client uses its own route).
 """
 
@@ -34,7 +35,7 @@ from app.api.errors import ApiError, describe_validation_error
 from app.db import Database
 from app.metrics import WEBHOOK_REJECTIONS
 from app.models import EnqueuedResponse, Id, InboundEmail
-from app.models.tables import provider_accounts
+from app.models.tables import leads, provider_accounts
 from app.queue import enqueue
 from app.settings import Settings
 
@@ -232,7 +233,7 @@ async def email_webhook(request: Request, db: DbDep, settings: SettingsDep) -> A
         raise
     if isinstance(data, ResendReceived):
         try:
-            client_id = await resend_client_of(db, data)
+            client_id = await resend_client_of(db, data, settings.email_provider_kind)
         except ApiError as refused:
             WEBHOOK_REJECTIONS.labels(refused.error).inc()
             raise
@@ -240,7 +241,7 @@ async def email_webhook(request: Request, db: DbDep, settings: SettingsDep) -> A
     return await accept(db, (headers["webhook-id"],), data)
 
 
-async def resend_client_of(db: Database, data: ResendReceived) -> str:
+async def resend_client_of(db: Database, data: ResendReceived, global_kind: str) -> str:
     """The client a Resend event on the global route belongs to (see the module's docstring)."""
     recipients = {address_of(to) for to in data.to} - {""}
     domains = {address.rpartition("@")[2] for address in recipients}
@@ -268,6 +269,9 @@ async def resend_client_of(db: Database, data: ResendReceived) -> str:
         client for client, address in found.items() if address.rpartition("@")[2] in domains
     }
     matches = exact or by_domain
+    if not matches and global_kind == "resend":
+        # The global Resend account receives for every client: the sender's lead says whose.
+        matches = await clients_with_lead(db, address_of(data.from_))
     if len(matches) == 1:
         return matches.pop()
     if not matches:
@@ -275,14 +279,31 @@ async def resend_client_of(db: Database, data: ResendReceived) -> str:
             422,
             "unknown_recipient",
             "No client's Resend account sends from the address or domain this email was sent "
-            "to; deliver it to /webhooks/email/{client_id}.",
+            "to (nor, with a global Resend account, has a lead at its sender's address); "
+            "deliver it to /webhooks/email/{client_id}.",
         )
     raise ApiError(
         422,
         "ambiguous_recipient",
-        "Several clients' Resend accounts use the domain this email was sent to; deliver it to "
+        "Several clients' Resend accounts use the domain this email was sent to (or, with a "
+        "global Resend account, have a lead at its sender's address); deliver it to "
         "/webhooks/email/{client_id}.",
     )
+
+
+async def clients_with_lead(db: Database, address: str) -> set[str]:
+    """The clients with a lead at this address (two at most: more says no more)."""
+    if not address:
+        return set()
+    async with db.engine.connect() as conn:
+        rows = await conn.execute(
+            select(leads.c.client_id)
+            # The predicate of leads_client_email, so that index serves it.
+            .where(leads.c.email.is_not(None), func.lower(leads.c.email) == address)
+            .distinct()
+            .limit(2)
+        )
+        return {row.client_id for row in rows}
 
 
 async def accept_resend(db: Database, client_id: str, data: ResendReceived) -> Any:

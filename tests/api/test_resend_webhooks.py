@@ -78,3 +78,31 @@ async def test_redeliveries_of_one_email_are_one_job(service, db):
     answers = [await deliver(service, event(["hello@acme.example"]), f"msg_{i}") for i in range(3)]
     assert [a.json()["deduplicated"] for a in answers] == [False, True, True]
     assert await db.fetchval("SELECT count(*) FROM jobs WHERE type = 'resend_inbound'") == 1
+
+
+async def test_with_a_global_resend_account_the_senders_lead_names_the_client(
+    start_service, sandbox, db
+):
+    _, base = sandbox
+    service = start_service(
+        email_provider_kind="resend",
+        resend_api_key=KEY,
+        resend_from="hello@handoff.example",
+        resend_api_url=f"{base}/resend",
+    )
+    for client in ("acme", "globex"):
+        await seed(service, client_id=client, leads=0)
+    lead = {"id": "jane", "email": "Jane@Example.org"}
+    response = await service.api.post("/api/leads", json={"client_id": "globex", "leads": [lead]})
+    assert response.status_code == 200, response.text
+
+    found = await deliver(service, event(["hello@handoff.example"]))
+    assert found.status_code == 202, found.text
+    assert await client_of(db, found.json()["job_id"]) == "globex"
+
+    lead = {"id": "jane-too", "email": "jane@example.org"}
+    await service.api.post("/api/leads", json={"client_id": "acme", "leads": [lead]})
+    both = await deliver(service, event(["hello@handoff.example"], email_id="e-2"))
+    assert_error(both, 422, "ambiguous_recipient")
+    stranger = event(["hello@handoff.example"], email_id="e-3", **{"from": "x@nowhere.example"})
+    assert_error(await deliver(service, stranger), 422, "unknown_recipient")
