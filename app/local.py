@@ -1,6 +1,6 @@
 """The local run: embedded Postgres, migrations, sandbox providers, one URL to open.
 
-    python -m app.local [--host 127.0.0.1] [--port 8000]
+    python -m app.local [--host 127.0.0.1] [--port 8000] [--sms twilio] [--email resend]
 
 Settings from the environment win; what is unset gets a local default: the embedded database
 under ./.data/, the sandbox providers mounted at /sandbox, freshly generated secrets, and an
@@ -8,6 +8,10 @@ encryption key for provider accounts generated once and kept under ./.data/ (so 
 stored in the embedded database stay readable across runs). Beside
 the API it runs one worker and plays vercel.json's cron schedule against the API, all in this
 one process, so jobs drain by themselves as they would in production.
+
+`--sms twilio` and `--email resend` send the global accounts through the Twilio and Resend
+adapters to the sandbox's Twilio- and Resend-shaped APIs (/sandbox/twilio, /sandbox/resend), so
+the vendor code paths run locally.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from app.localcron import play_all
 from app.main import create_app
 from app.migrations import upgrade_to_head
 from app.models import clients, leads
-from app.sandbox import create_sandbox_app
+from app.sandbox import SandboxState, create_sandbox_app
+from app.sandbox.resend import resend_state
 from app.sandbox.twilio import SANDBOX_NUMBER
 from app.settings import Settings, load_settings
 from app.telemetry import configure_logging
@@ -42,6 +47,8 @@ from app.worker import run_worker
 DEMO_CLIENT = {"id": "demo", "name": "Demo Realty"}
 # The account the sandbox's Twilio endpoints are called with when SMS goes through Twilio.
 SANDBOX_TWILIO_SID = "AC" + "0" * 32
+# The sender the sandbox's Resend endpoints send from when email goes through Resend.
+SANDBOX_RESEND_FROM = "Demo Realty <hello@demo.sandbox.example>"
 DEMO_LEADS = [
     {
         "id": f"demo-lead-{i}",
@@ -95,6 +102,17 @@ def sandbox_twilio(base: str, key: str) -> dict[str, object]:
     }
 
 
+def sandbox_resend(base: str, key: str) -> dict[str, object]:
+    """The settings that send the global email account through the Resend adapter to the
+    sandbox's Resend endpoints (`--email resend`), its inbox holding the demo leads' emails."""
+    return {
+        "email_provider_kind": "resend",
+        "resend_api_key": key,
+        "resend_from": SANDBOX_RESEND_FROM,
+        "resend_api_url": f"{base}/sandbox/resend",
+    }
+
+
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex((host, port)) != 0
@@ -112,11 +130,19 @@ def main(argv: list[str] | None = None) -> None:
         help="the sandbox API SMS goes through: the contract's (generic) or Twilio's, through "
         "the Twilio adapter",
     )
+    parser.add_argument(
+        "--email",
+        choices=("generic", "resend"),
+        default="generic",
+        help="the sandbox API email goes through: the contract's (generic) or Resend's, through "
+        "the Resend adapter",
+    )
     args = parser.parse_args(argv)
 
     base = f"http://{args.host}:{args.port}"
     sandbox_key = secrets.token_urlsafe(16)
     twilio = sandbox_twilio(base, sandbox_key) if args.sms == "twilio" else {}
+    resend = sandbox_resend(base, sandbox_key) if args.email == "resend" else {}
     env = load_settings()
     if not port_is_free(args.host, args.port):
         sys.exit(f"handoff: port {args.port} is taken; pass --port to pick another")
@@ -127,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
 
     overrides: dict[str, object] = {
         **twilio,
+        **resend,
         # Where Twilio-signed deliveries are checked against: this server, unless set.
         "public_url": env.public_url or base,
         "database_url": url,
@@ -143,7 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(**overrides)
 
     app = create_app(settings)
-    app.mount("/sandbox", create_sandbox_app(key=sandbox_key))
+    state = SandboxState()
+    resend_state(state).seed([str(lead["email"]) for lead in DEMO_LEADS])
+    app.mount("/sandbox", create_sandbox_app(state, key=sandbox_key))
     config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None)
     server = LocalServer(
         config,

@@ -9,6 +9,7 @@ import base64
 import binascii
 import re
 import sys
+from email.utils import parseaddr
 from functools import cached_property, lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
@@ -54,6 +55,16 @@ def check_twilio_sender(value: str) -> str:
     return value
 
 
+def check_email_address(value: str) -> str:
+    """The value if it is an address (`a@b.c` or `Name <a@b.c>`), else ValueError (whose
+    message never quotes the value)."""
+    address = parseaddr(value)[1]
+    local, at, domain = address.partition("@")
+    if not (local and at and "." in domain) or any(ch.isspace() for ch in address):
+        raise ValueError("must be an email address, or `Name <address>`")
+    return value.strip()
+
+
 def split_keys(value: str | None) -> list[str]:
     """The comma-separated keys of ENCRYPTION_KEYS, in order, blanks dropped."""
     return [key.strip() for key in (value or "").split(",") if key.strip()]
@@ -88,6 +99,14 @@ class Settings(BaseSettings):
     sms_provider_key: str = ""
     email_provider_url: str | None = None
     email_provider_key: str = ""
+    # Which API the global email account speaks: `generic` (the contract's, EMAIL_PROVIDER_URL
+    # and EMAIL_PROVIDER_KEY) or `resend` (RESEND_API_KEY, RESEND_FROM, RESEND_API_URL).
+    email_provider_kind: Literal["generic", "resend"] = "generic"
+    # Resend's API key (secret), the address emails go from (on a domain verified at Resend),
+    # and its API's base URL.
+    resend_api_key: str | None = None
+    resend_from: str | None = None
+    resend_api_url: str = "https://api.resend.com"
     ai_provider_url: str | None = None
     ai_provider_key: str = ""
     ai_model: str = "gpt-4o-mini"
@@ -168,9 +187,16 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
-    @field_validator("twilio_api_url")
+    @field_validator("resend_from")
     @classmethod
-    def _twilio_url(cls, value: str) -> str:
+    def _from_address(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        return check_email_address(value)
+
+    @field_validator("twilio_api_url", "resend_api_url")
+    @classmethod
+    def _vendor_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
@@ -205,6 +231,15 @@ class Settings(BaseSettings):
             for name in ("twilio_account_sid", "twilio_auth_token", "twilio_from"):
                 if not getattr(self, name):
                     raise ValueError(f"SMS_PROVIDER_KIND=twilio needs {name.upper()}")
+        return self
+
+    @model_validator(mode="after")
+    def _resend_needs_key_and_from(self) -> Settings:
+        if self.email_provider_kind == "resend":
+            if not self.resend_api_key:
+                raise ValueError("EMAIL_PROVIDER_KIND=resend needs RESEND_API_KEY")
+            if not self.resend_from:
+                raise ValueError("EMAIL_PROVIDER_KIND=resend needs RESEND_FROM")
         return self
 
     @field_validator("encryption_keys")

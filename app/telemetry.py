@@ -97,6 +97,7 @@ def register_secrets(settings: Any) -> None:
         "email_provider_key",
         "ai_provider_key",
         "twilio_auth_token",
+        "resend_api_key",
     ):
         register_secret(getattr(settings, name))
     for key in (getattr(settings, "encryption_keys", None) or "").split(","):

@@ -557,3 +557,24 @@ async def test_phone_layout_has_no_horizontal_overflow(service, db, open_page):
     # Every control is still reachable: the Sync button fits on the screen.
     box = await page.locator("#sync-button").bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+
+
+@needs_browser
+async def test_each_clients_provider_kinds_are_shown(service, open_page):
+    await seed(service, leads=1)
+    await seed(service, client_id="beta", leads=0)
+    account = {
+        "kind": "resend",
+        "settings": {"key": "re_0123456789abcdef", "from_address": "hello@acme.example"},
+    }
+    response = await service.api.put("/api/clients/acme/providers/email", json=account)
+    assert response.status_code == 200, response.text
+    page = await signed_in(open_page, service)
+    await page.select_option("#client-select", "acme")
+    await expect(page.locator("#client-providers")).to_have_text(
+        "SMS: generic (global) · Email: resend (own account) · AI: generic (global)"
+    )
+    await page.select_option("#client-select", "beta")
+    await expect(page.locator("#client-providers")).to_have_text(
+        "SMS: generic (global) · Email: generic (global) · AI: generic (global)"
+    )

@@ -36,14 +36,14 @@ def clean_env() -> dict[str, str]:
 class Serve:
     """One `scripts/serve` process, its output kept in files."""
 
-    def __init__(self, data_dir: Path, logs: Path) -> None:
+    def __init__(self, data_dir: Path, logs: Path, args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         n = len(list(logs.glob("*.err")))
         self.out, self.err = logs / f"{n}.out", logs / f"{n}.err"
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.process = subprocess.Popen(
-                ["scripts/serve", "--port", str(self.port), "--data-dir", str(data_dir)],
+                ["scripts/serve", "--port", str(self.port), "--data-dir", str(data_dir), *args],
                 cwd=ROOT,
                 env=clean_env(),
                 stdout=out,
@@ -125,8 +125,8 @@ def data_dir(tmp_path_factory) -> Iterator[Path]:
 def serve(data_dir, tmp_path) -> Iterator:
     runs: list[Serve] = []
 
-    def start() -> Serve:
-        run = Serve(data_dir, tmp_path)
+    def start(*args: str) -> Serve:
+        run = Serve(data_dir, tmp_path, args)
         runs.append(run)
         return run
 
@@ -181,3 +181,28 @@ async def test_serve_stops_cleanly_on_a_signal(serve, data_dir, signum):
         return not alive(postgres)
 
     await eventually(postgres_stopped, 5, 0.1, "the embedded PostgreSQL stopping with it")
+
+
+async def test_serve_runs_email_through_the_resend_adapter_on_request(serve):
+    run = serve("--email", "resend")
+    base, token = await run.started()
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as api:
+        [demo] = (await api.get("/api/clients")).json()["clients"]
+        assert demo["providers"]["email"] == {"kind": "resend", "account": "global"}
+        body = {"client_id": "demo", "lead_id": "demo-lead-3", "channels": ["email"]}
+        response = await api.post("/sync", json=body)
+        assert response.status_code == 202, response.text
+        [job] = response.json()["jobs"]
+
+        async def succeeded() -> bool:
+            return (await api.get(f"/api/jobs/{job['id']}")).json()["status"] == "succeeded"
+
+        await eventually(succeeded, 15, step_s=0.1, what="the Resend sync ran")
+        messages = (await api.get("/api/leads/demo-lead-3/messages")).json()["messages"]
+        # The sandbox's Resend inbox holds the demo leads' emails to the demo client.
+        assert messages and {(m["channel"], m["direction"]) for m in messages} == {
+            ("email", "inbound")
+        }
+    await run.stop(signal.SIGINT)

@@ -65,6 +65,9 @@ INVALID = [
     # Not a Fernet key (32 url-safe base64 bytes), alone or after a valid one.
     ("ENCRYPTION_KEYS", "not-a-fernet-key"),
     ("ENCRYPTION_KEYS", base64.urlsafe_b64encode(b"k" * 32).decode() + ",short"),
+    ("EMAIL_PROVIDER_KIND", "mailgun"),
+    ("RESEND_FROM", "not an address"),
+    ("RESEND_API_URL", "ftp://api.resend.com"),
 ]
 
 
@@ -194,3 +197,31 @@ def test_unknown_variables_are_ignored(clean_env, monkeypatch):
     settings = Settings()
     assert settings.job_timeout_s == 120
     assert not hasattr(settings, "runner_speed")
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"EMAIL_PROVIDER_KIND": "resend", "RESEND_FROM": "a@b.example"}, "RESEND_API_KEY"),
+        ({"EMAIL_PROVIDER_KIND": "resend", "RESEND_API_KEY": "re_secretcanary"}, "RESEND_FROM"),
+    ],
+)
+def test_resend_kind_needs_its_key_and_from(variables, named):
+    result = import_app(**variables)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr
+    assert "secretcanary" not in result.stderr + result.stdout
+
+
+def test_resend_settings_are_read():
+    settings = Settings(
+        _env_file=None,
+        email_provider_kind="resend",
+        resend_api_key="re_123456789",
+        resend_from="Acme <hello@acme.example>",
+        resend_api_url="http://127.0.0.1:9/resend/",
+    )
+    assert settings.resend_api_url == "http://127.0.0.1:9/resend"
+    assert Settings(_env_file=None).resend_api_url == "https://api.resend.com"
+    assert Settings(_env_file=None).email_provider_kind == "generic"

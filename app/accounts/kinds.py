@@ -17,9 +17,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, St
 
 from app.providers import AiClient, EmailClient, SmsClient
 from app.providers.http import ProviderClient
+from app.providers.resend import DEFAULT_API_URL as RESEND_API_URL
+from app.providers.resend import ResendClient
 from app.providers.twilio import DEFAULT_API_URL as TWILIO_API_URL
 from app.providers.twilio import TwilioSms as TwilioSmsClient
-from app.settings import check_twilio_sender, check_webhook_secret
+from app.settings import check_email_address, check_twilio_sender, check_webhook_secret
 from app.storable import StorableStr
 
 ProviderChannel = Literal["sms", "email", "ai"]
@@ -57,6 +59,11 @@ def _webhook_secret(value: SecretStr) -> SecretStr:
     return value
 
 
+EmailAddress = Annotated[
+    str,
+    StringConstraints(min_length=3, max_length=320),
+    AfterValidator(check_email_address),
+]
 ProviderUrl = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_URL_CHARS), AfterValidator(_provider_url)
 ]
@@ -155,6 +162,26 @@ class GenericEmail(AccountKind):
         return None if self.webhook_secret is None else self.webhook_secret.get_secret_value()
 
 
+class ResendEmail(AccountKind):
+    """Resend: its API `key`, the `from_address` emails are sent from (an address, or
+    `Name <address>`, on a domain verified at Resend; its domain also routes this client's
+    received email on /webhooks/email), the `webhook_secret` Resend signs deliveries to
+    /webhooks/email/{client_id} with, and the API `url` (Resend's own by default)."""
+
+    key: Secret
+    from_address: EmailAddress
+    webhook_secret: WebhookSecret | None = None
+    url: ProviderUrl = RESEND_API_URL
+
+    def client(self, http: httpx.AsyncClient, timeout_s: float) -> ResendClient:
+        return ResendClient(
+            http, self.url, self.key.get_secret_value(), self.from_address, timeout_s
+        )
+
+    def signing_secret(self) -> str | None:
+        return None if self.webhook_secret is None else self.webhook_secret.get_secret_value()
+
+
 class GenericAi(AccountKind):
     """An OpenAI-compatible chat completions API: `url`, a bearer `key`, the `model`."""
 
@@ -168,7 +195,7 @@ class GenericAi(AccountKind):
 
 KINDS: dict[ProviderChannel, dict[str, type[AccountKind]]] = {
     "sms": {"generic": GenericSms, "twilio": TwilioSms},
-    "email": {"generic": GenericEmail},
+    "email": {"generic": GenericEmail, "resend": ResendEmail},
     "ai": {"generic": GenericAi},
 }
 

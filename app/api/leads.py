@@ -22,6 +22,7 @@ from app.api.deps import (
     CallerDep,
     EngineDep,
     Responses,
+    SettingsDep,
     admin_router,
     api_router,
     error,
@@ -31,7 +32,9 @@ from app.api.errors import ApiError
 from app.models import (
     ClientIn,
     ClientList,
+    ClientListed,
     ClientOut,
+    ClientProvider,
     LeadList,
     LeadOut,
     LeadsIn,
@@ -42,6 +45,8 @@ from app.models import (
     leads,
     messages,
 )
+from app.models.tables import provider_accounts
+from app.settings import Settings
 
 router = api_router(prefix="/api", tags=["leads"])
 # Creating and renaming clients is for the API token alone.
@@ -80,15 +85,46 @@ async def upsert_client(body: ClientIn, engine: EngineDep) -> ClientOut:
     return ClientOut(id=body.id, name=body.name)
 
 
+def global_kinds(settings: Settings) -> dict[str, str | None]:
+    """The kind of each channel's global account (None: not configured)."""
+    # SMS_PROVIDER_KIND, where the settings have it; the contract's API otherwise.
+    sms_kind = getattr(settings, "sms_provider_kind", "generic")
+    email_kind = settings.email_provider_kind
+    return {
+        "sms": sms_kind if settings.sms_provider_url or sms_kind != "generic" else None,
+        "email": email_kind if settings.email_provider_url or email_kind != "generic" else None,
+        "ai": "generic" if settings.ai_provider_url else None,
+    }
+
+
 @router.get("/clients", response_model=ClientList)
-async def clients_list(engine: EngineDep, caller: CallerDep) -> ClientList:
-    """Every client, by id; with a client key, that key's client alone."""
+async def clients_list(engine: EngineDep, caller: CallerDep, settings: SettingsDep) -> ClientList:
+    """Every client, by id, with the provider kind each channel goes through; with a client
+    key, that key's client alone."""
     query = select(clients.c.id, clients.c.name).order_by(clients.c.id)
     if not caller.is_admin:
         query = query.where(clients.c.id == caller.client_id)
     async with engine.connect() as conn:
-        rows = await conn.execute(query)
-        return ClientList(clients=[ClientOut(id=r.id, name=r.name) for r in rows])
+        rows = (await conn.execute(query)).all()
+        own: dict[str, dict[str, str]] = {}
+        accounts = select(
+            provider_accounts.c.client_id, provider_accounts.c.channel, provider_accounts.c.kind
+        ).where(provider_accounts.c.client_id.in_([r.id for r in rows]))
+        for client_id, channel, kind in await conn.execute(accounts):
+            own.setdefault(client_id, {})[channel] = kind
+    fallback = global_kinds(settings)
+    listed = []
+    for r in rows:
+        providers = {}
+        for channel, global_kind in fallback.items():
+            kind = own.get(r.id, {}).get(channel)
+            if kind is not None:
+                providers[channel] = ClientProvider(kind=kind, account="own")
+            else:
+                account = "global" if global_kind else None
+                providers[channel] = ClientProvider(kind=global_kind, account=account)
+        listed.append(ClientListed(id=r.id, name=r.name, providers=providers))
+    return ClientList(clients=listed)
 
 
 @router.get(

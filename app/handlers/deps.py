@@ -35,7 +35,9 @@ from app.providers import (
     SmsProvider,
     Transient,
 )
+from app.providers.email import EmailProvider
 from app.providers.http import ProviderClient
+from app.providers.resend import ResendClient
 from app.providers.twilio import TwilioSms
 from app.queue import Discard, JobContext, RetryLater, Throttled
 from app.queue.ratelimit import hold_off, interval_s, take_token, turn_after
@@ -108,6 +110,22 @@ def global_sms(settings: Settings, http: httpx.AsyncClient) -> ProviderClient | 
     return None
 
 
+def global_email(settings: Settings, http: httpx.AsyncClient) -> ProviderClient | None:
+    """The global email account's client, of EMAIL_PROVIDER_KIND (None: not configured)."""
+    timeout = settings.provider_timeout_s
+    if settings.email_provider_kind == "resend":
+        return ResendClient(
+            http,
+            settings.resend_api_url,
+            settings.resend_api_key or "",
+            settings.resend_from or "",
+            timeout,
+        )
+    if not settings.email_provider_url:
+        return None
+    return EmailClient(http, settings.email_provider_url, settings.email_provider_key, timeout)
+
+
 class Providers:
     """The process's provider clients: the global settings' ones, and clients' own accounts
     (read from the database, decrypted, kept for ACCOUNT_CACHE_S)."""
@@ -118,11 +136,7 @@ class Providers:
         timeout = settings.provider_timeout_s
         self.global_clients: dict[ProviderChannel, ProviderClient | None] = {
             "sms": global_sms(settings, http),
-            "email": EmailClient(
-                http, settings.email_provider_url, settings.email_provider_key, timeout
-            )
-            if settings.email_provider_url
-            else None,
+            "email": global_email(settings, http),
             "ai": AiClient(
                 http, settings.ai_provider_url, settings.ai_provider_key, settings.ai_model, timeout
             )
@@ -193,9 +207,9 @@ class JobProviders:
         client = await self.providers.client_for(self.db, client_id, "sms")
         return cast(SmsProvider | None, client)
 
-    async def email_for(self, client_id: str | None) -> EmailClient | None:
+    async def email_for(self, client_id: str | None) -> EmailProvider | None:
         client = await self.providers.client_for(self.db, client_id, "email")
-        return cast(EmailClient | None, client)
+        return cast(EmailProvider | None, client)
 
     async def ai_for(self, client_id: str | None) -> AiClient | None:
         return cast(AiClient | None, await self.providers.client_for(self.db, client_id, "ai"))

@@ -12,9 +12,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import driver_connection
-from app.handlers.deps import job_handler
+from app.handlers.deps import job_handler, providers, require
 from app.handlers.store import StoredMessage, store_messages
 from app.models import clients, leads
+from app.providers.resend import ResendClient
 from app.queue import Discard, JobContext, enqueue
 
 # Candidate ids tried for one sender before giving up: each taken one is another client's lead,
@@ -102,34 +103,29 @@ async def create_lead(
     raise Discard("every lead id derived for the sender belongs to another client")
 
 
-@job_handler("email_inbound", dedupe="forever")
-async def email_inbound(ctx: JobContext) -> None:
-    """Store the message on its lead (creating the lead if new), then enqueue its scoring."""
-    data = ctx.job.payload
-    client_id = data["client_id"]
+async def receive_email(
+    ctx: JobContext,
+    client_id: str,
+    email_lead_id: str | None,
+    sender: str,
+    message: StoredMessage,
+) -> None:
+    """Store a received email on its lead (matched within the client, or created), once per
+    provider message id, then enqueue the lead's scoring. Storing it stops the lead's pending
+    follow-ups: a send re-checks for an inbound message newer than its schedule."""
     async with ctx.engine.begin() as conn:
         if await conn.scalar(select(clients.c.id).where(clients.c.id == client_id)) is None:
             raise Discard("unknown client")
-        lead_id = await find_or_create_lead(
-            conn, client_id, data.get("email_lead_id"), data["from"]
-        )
-        message = StoredMessage(
-            "email",
-            "inbound",
-            data["text"],
-            data["message_id"],
-            datetime.fromisoformat(data["received_at"]),
-            data["subject"],
-        )
+        lead_id = await find_or_create_lead(conn, client_id, email_lead_id, sender)
         if not await store_messages(conn, client_id, lead_id, [message]):
             return  # stored (and scored) by an earlier delivery
         await enqueue(
             await driver_connection(conn),
             "lead_scoring",
-            (client_id, "email", data["message_id"]),
+            (client_id, "email", message.provider_message_id),
             client_id=client_id,
             lead_id=lead_id,
-            payload={"message_id": data["message_id"]},
+            payload={"message_id": message.provider_message_id},
         )
 
 
@@ -175,3 +171,34 @@ async def sms_inbound(ctx: JobContext) -> None:
             lead_id=lead_id,
             payload={"message_id": data["message_sid"]},
         )
+
+
+@job_handler("email_inbound", dedupe="forever")
+async def email_inbound(ctx: JobContext) -> None:
+    """Store the message on its lead (creating the lead if new), then enqueue its scoring."""
+    data = ctx.job.payload
+    message = StoredMessage(
+        "email",
+        "inbound",
+        data["text"],
+        data["message_id"],
+        datetime.fromisoformat(data["received_at"]),
+        data["subject"],
+    )
+    await receive_email(ctx, data["client_id"], data.get("email_lead_id"), data["from"], message)
+
+
+@job_handler("resend_inbound", dedupe="forever")
+async def resend_inbound(ctx: JobContext) -> None:
+    """A Resend `email.received` event: fetch the email (the event carries no text) from the
+    client's Resend account, then store it as any received email, under Resend's email id (the
+    id a sync stores it under too)."""
+    client_id = ctx.job.payload["client_id"]
+    email = require(await providers(ctx).email_for(client_id), "email")
+    if not isinstance(email, ResendClient):
+        raise Discard("the client's email provider is not Resend")
+    received = await email.fetch_received(ctx.job.payload["email_id"])
+    message = StoredMessage(
+        "email", "inbound", received.body, received.id, received.created_at, received.subject or ""
+    )
+    await receive_email(ctx, client_id, None, received.from_, message)

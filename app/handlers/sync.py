@@ -12,12 +12,8 @@ from app.handlers.deps import job_handler, providers, require
 from app.handlers.store import StoredMessage, get_lead, store_messages
 from app.handlers.timebox import BATCH, TimeBox
 from app.models import CHANNELS, channels_of, identity, leads
-from app.providers import MalformedResponse
 from app.queue import Discard, JobContext, JobSpec, enqueue, enqueue_many
 from app.queue.registry import PRIORITY_BULK
-
-# Guards against a provider whose cursor never ends.
-MAX_PAGES = 10_000
 
 
 @job_handler("conversation_sync", dedupe="active")
@@ -51,21 +47,15 @@ async def _sync_sms(ctx: JobContext, lead: Mapping[str, Any]) -> None:
 async def _sync_email(ctx: JobContext, lead: Mapping[str, Any]) -> None:
     client_id = ctx.job.client_id or lead["client_id"]
     email = require(await providers(ctx).email_for(client_id), "email")
-    page_no: int | None = 1
-    for _ in range(MAX_PAGES):
-        page = await email.list_replies(lead["email_lead_id"], page_no)
+    address = email.address(lead)
+    if address is None:
+        raise Discard("the lead has no email identity at its provider")
+    async for replies in email.history(address):
         batch = [
-            StoredMessage("email", r.direction, r.text, r.id, r.sent_at, r.subject)
-            for r in page.replies
+            StoredMessage("email", r.direction, r.text, r.id, r.sent_at, r.subject) for r in replies
         ]
         async with ctx.engine.begin() as conn:
             await store_messages(conn, lead["client_id"], lead["id"], batch)
-        if page.next_page is None:
-            return
-        if page.next_page <= page_no:
-            raise MalformedResponse("email", "the reply pages do not advance")
-        page_no = page.next_page
-    raise MalformedResponse("email", f"more than {MAX_PAGES} pages of replies")
 
 
 @job_handler("sync_all", dedupe="active")

@@ -243,8 +243,21 @@ class QueueOverview(BaseModel):
     )
 
 
+class ClientProvider(BaseModel):
+    """Which API a client's channel goes through: its own account's kind, else the global
+    account's (`account` says which); kind None: the channel has no provider configured."""
+
+    kind: str | None
+    account: Literal["own", "global"] | None
+
+
+class ClientListed(ClientOut):
+    # By channel: sms, email, ai.
+    providers: dict[str, ClientProvider] = {}
+
+
 class ClientList(BaseModel):
-    clients: list[ClientOut]
+    clients: list[ClientListed]
 
 
 class LeadList(BaseModel):

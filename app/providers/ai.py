@@ -1,4 +1,11 @@
-"""Client for an OpenAI-compatible chat completions API that scores leads."""
+"""Client for an OpenAI-compatible chat completions API that scores leads.
+
+The base URL includes the API version (`https://api.openai.com/v1`); the call is
+`POST {base}/chat/completions` with Structured Outputs: a strict `json_schema` response format
+asking for `{score, reason}`. A refusal, a reply cut short (`finish_reason` `length` or
+`content_filter`) or a reply that does not fit the schema fails the attempt; no error quotes
+the reply.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,34 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, Field
 
-from app.providers.errors import MalformedResponse
+from app.providers.errors import MalformedResponse, Permanent
 from app.providers.http import ProviderClient
 from app.storable import StorableStr
 
 PROVIDER = "ai"
+
+# Strict Structured Outputs want every property required and no others allowed.
+SCORE_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "lead_score",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {
+                "score": {
+                    "type": "integer",
+                    "description": "1 cold, 2 some interest, 3 asked about price or timing, "
+                    "4 ready for the next step",
+                    "enum": [1, 2, 3, 4],
+                },
+                "reason": {"type": "string", "description": "One sentence on why."},
+            },
+            "required": ["score", "reason"],
+            "additionalProperties": False,
+        },
+    },
+}
 
 
 class Score(BaseModel):
@@ -44,7 +74,7 @@ class AiClient(ProviderClient):
                     {"role": "system", "content": system},
                     {"role": "user", "content": user},
                 ],
-                "response_format": {"type": "json_object"},
+                "response_format": SCORE_FORMAT,
                 "temperature": 0,
             },
         )
@@ -52,7 +82,21 @@ class AiClient(ProviderClient):
 
 
 def _parse_score(data: Any) -> Score:
-    """Read the score out of a chat completion, or raise MalformedResponse."""
+    """Read the score out of a chat completion, or raise MalformedResponse (Permanent for a
+    refusal: asking again gets the same answer)."""
+    try:
+        choice = data["choices"][0]
+        message = choice["message"]
+        finish = choice.get("finish_reason")
+        refusal = message.get("refusal")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise MalformedResponse(PROVIDER, "reply is not a valid score") from None
+    if refusal:
+        raise Permanent(PROVIDER, "the model refused to score")
+    if finish == "length":
+        raise MalformedResponse(PROVIDER, "reply cut short (finish_reason length)")
+    if finish == "content_filter":
+        raise Permanent(PROVIDER, "reply withheld by the content filter")
     try:
         # json.loads reads a lone surrogate escape (which the model may well produce) as a
         # character; Score then replaces it like any text Postgres cannot store.

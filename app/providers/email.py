@@ -1,14 +1,19 @@
-"""Client for the email provider: a lead's reply history, and sending."""
+"""The email channel's interface (EmailProvider), and the client for the contract's email API.
+
+A provider is one file implementing EmailProvider: the generic client here, Resend in
+app/providers/resend.py. Handlers know only the interface.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 from pydantic import BaseModel
 
-from app.providers.http import ProviderClient, SendResult, parse_model
+from app.providers.errors import MalformedResponse
+from app.providers.http import MAX_PAGES, ProviderClient, SendResult, parse_model
 from app.storable import StorableStr, UtcDatetime
 
 
@@ -29,10 +34,35 @@ class EmailPage(BaseModel):
     next_page: int | None = None
 
 
+class EmailProvider(Protocol):
+    """What the email jobs ask of a provider."""
+
+    provider: str
+
+    def address(self, lead: Mapping[str, Any]) -> str | None:
+        """The lead's identity at this provider; None: the lead cannot be reached here."""
+        ...
+
+    def history(self, address: str) -> AsyncIterator[list[EmailReply]]:
+        """Every page of the lead's thread to the end, one list per page; MalformedResponse
+        when a page link repeats or past MAX_PAGES."""
+        ...
+
+    async def send(
+        self, address: str, subject: str, text: str, idempotency_key: str, *, retry: bool = False
+    ) -> str:
+        """Send one email and return the provider's message id; `retry` is True when an
+        earlier attempt of this send may have reached the provider."""
+        ...
+
+
 class EmailClient(ProviderClient):
-    """Calls the email provider's API with one shared httpx client."""
+    """Calls the contract's email API with one shared httpx client."""
 
     provider = "email"
+
+    def address(self, lead: Mapping[str, Any]) -> str | None:
+        return lead.get("email_lead_id") or None
 
     async def list_replies(self, email_lead_id: str, page: int = 1) -> EmailPage:
         """Fetch one page (from 1) of a lead's replies."""
@@ -43,17 +73,27 @@ class EmailClient(ProviderClient):
         )
         return parse_model(EmailPage, data, self.provider)
 
-    def address(self, lead: Mapping[str, Any]) -> str | None:
-        return lead.get("email_lead_id") or None
+    async def history(self, address: str) -> AsyncIterator[list[EmailReply]]:
+        page_no = 1
+        for _ in range(MAX_PAGES):
+            page = await self.list_replies(address, page_no)
+            yield page.replies
+            if page.next_page is None:
+                return
+            if page.next_page <= page_no:
+                raise MalformedResponse(self.provider, "the reply pages do not advance")
+            page_no = page.next_page
+        raise MalformedResponse(self.provider, f"more than {MAX_PAGES} pages of replies")
 
     async def send(
-        self, lead_id: str, subject: str, text: str, idempotency_key: str, *, retry: bool = False
+        self, address: str, subject: str, text: str, idempotency_key: str, *, retry: bool = False
     ) -> str:
-        """Send an email to a lead and return the provider's message id."""
+        """Send an email to a lead and return the provider's message id (the Idempotency-Key
+        makes a repeated send safe, so `retry` changes nothing)."""
         data = await self._request(
             "POST",
             "/replies",
-            json={"lead_id": lead_id, "subject": subject, "text": text},
+            json={"lead_id": address, "subject": subject, "text": text},
             headers={"Idempotency-Key": idempotency_key},
         )
         return parse_model(SendResult, data, self.provider).id

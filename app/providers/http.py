@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -18,12 +19,15 @@ from app.providers.errors import (
     MAX_RETRY_AFTER_S,
     MalformedResponse,
     Permanent,
+    ProviderError,
     RateLimited,
     Transient,
 )
 from app.storable import StorableStr
 
 DEFAULT_RETRY_AFTER_S = 1.0
+# Guards against a provider whose pages never end: a history longer than this is an error.
+MAX_PAGES = 10_000
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -48,6 +52,47 @@ def parse_retry_after(value: str | None) -> float:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
+# A Go-style duration as OpenAI's x-ratelimit-reset-* headers give it: "1s", "6m0s", "20ms",
+# "1h2m3.5s". Each part is a number and a unit; the whole must be parts only.
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+MAX_DURATION_CHARS = 64
+
+
+def parse_duration(value: str | None) -> float | None:
+    """Seconds in a duration like `6m0s`, `1s` or `20ms` (plain seconds too), or None when the
+    value is not one."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text or len(text) > MAX_DURATION_CHARS:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        parts = _DURATION_PART.findall(text)
+        if not parts or "".join(number + unit for number, unit in parts) != text:
+            return None
+        seconds = sum(float(number) * _DURATION_UNIT_S[unit] for number, unit in parts)
+    return None if math.isnan(seconds) or seconds < 0 else seconds
+
+
+def rate_limit_wait(headers: httpx.Headers) -> float:
+    """Seconds a 429 asks to wait: Retry-After when given; else the later of OpenAI's
+    x-ratelimit-reset-requests and -tokens, or the `ratelimit-reset` seconds (Resend, the IETF
+    draft); else the default. Within [0, 60]."""
+    if headers.get("Retry-After") is not None:
+        return parse_retry_after(headers.get("Retry-After"))
+    resets = [
+        parse_duration(headers.get(name))
+        for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens", "ratelimit-reset")
+    ]
+    known = [seconds for seconds in resets if seconds is not None]
+    if not known:
+        return DEFAULT_RETRY_AFTER_S
+    return min(max(known), MAX_RETRY_AFTER_S)
+
+
 def _seconds_until(http_date: str) -> float | None:
     """Seconds from now until an HTTP-date, or None when it is not one."""
     try:
@@ -70,13 +115,13 @@ async def request_json(
     data: dict | None = None,
     params: dict | None = None,
     headers: dict | None = None,
-    error_detail: Callable[[httpx.Response], str | None] | None = None,
+    on_error: Callable[[httpx.Response], ProviderError | None] | None = None,
 ) -> Any:
     """Call a provider and return its JSON body, or raise the matching ProviderError.
 
     `headers` carry the authentication (ProviderClient adds its own); `data` is a form body.
-    `error_detail` reads a safe note (a vendor's error code, never its message) from an error
-    answer, added to the error's message."""
+    `on_error` may classify a non-2xx answer from its body (a vendor's error names or codes,
+    never its message); when it returns None the status alone decides (`status_error`)."""
     # httpx's timeouts bound each read, so a body dripped one byte at a time never trips
     # them; asyncio.timeout bounds the whole call. Causes are dropped (`from None`) because
     # httpx errors can quote the URL, and the URL can hold a phone number.
@@ -108,13 +153,19 @@ async def request_json(
             return response.json()
         except ValueError:
             raise MalformedResponse(provider, "malformed JSON in response") from None
+    raise (on_error(response) if on_error is not None else None) or status_error(provider, response)
+
+
+def status_error(provider: str, response: httpx.Response, note: str | None = None) -> ProviderError:
+    """The error an answer's status means: 429 waits, 408 and 5xx pass, other 4xx are for good.
+    `note` (a vendor's error code, never its message) is added to the message."""
+    status = response.status_code
     if status == 429:
-        raise RateLimited(provider, parse_retry_after(response.headers.get("Retry-After")))
-    note = error_detail(response) if error_detail is not None else None
+        return RateLimited(provider, rate_limit_wait(response.headers))
     detail = f"HTTP {status}" if not note else f"HTTP {status} ({note})"
     if status == 408 or status >= 500:
-        raise Transient(provider, detail)
-    raise Permanent(provider, detail)
+        return Transient(provider, detail)
+    return Permanent(provider, detail)
 
 
 def parse_model(model: type[Model], data: Any, provider: str) -> Model:
@@ -159,8 +210,8 @@ class ProviderClient:
         """The headers that authenticate a call: a bearer key unless the provider says other."""
         return {"Authorization": f"Bearer {self._key}"}
 
-    def _error_detail(self, response: httpx.Response) -> str | None:
-        """A safe note on an error answer (a vendor's error code); none by default."""
+    def _on_error(self, response: httpx.Response) -> ProviderError | None:
+        """The error a vendor's error body names, or None to map by status alone."""
         return None
 
     async def _request(
@@ -177,7 +228,7 @@ class ProviderClient:
                 provider=self.provider,
                 timeout_s=self._timeout_s,
                 headers={**(headers or {}), **self._auth_headers()},
-                error_detail=self._error_detail,
+                on_error=self._on_error,
                 **kwargs,
             )
         except RateLimited as exc:

@@ -13,11 +13,8 @@ from urllib.parse import quote
 from pydantic import BaseModel
 
 from app.providers.errors import MalformedResponse
-from app.providers.http import ProviderClient, SendResult, parse_model
+from app.providers.http import MAX_PAGES, ProviderClient, SendResult, parse_model
 from app.storable import StorableStr, UtcDatetime
-
-# Guards against a provider whose pages never end.
-MAX_PAGES = 10_000
 
 
 class SmsMessage(BaseModel):

@@ -26,9 +26,9 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.providers.errors import MalformedResponse
-from app.providers.http import ProviderClient, parse_model
-from app.providers.sms import MAX_PAGES, SmsMessage
+from app.providers.errors import MalformedResponse, ProviderError
+from app.providers.http import MAX_PAGES, ProviderClient, parse_model, status_error
+from app.providers.sms import SmsMessage
 
 DEFAULT_API_URL = "https://api.twilio.com"
 PAGE_SIZE = 50
@@ -116,12 +116,14 @@ class TwilioSms(ProviderClient):
         pair = f"{self.account_sid}:{self._key}".encode()
         return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
 
-    def _error_detail(self, response: httpx.Response) -> str | None:
+    def _on_error(self, response: httpx.Response) -> ProviderError | None:
         try:
             error = TwilioError.model_validate(response.json())
         except ValueError:  # not JSON, or not Twilio's shape (pydantic's error is one)
             return None
-        return None if error.code is None else f"Twilio error {error.code}"
+        if error.code is None:
+            return None
+        return status_error(self.provider, response, f"Twilio error {error.code}")
 
     @property
     def uses_service(self) -> bool:

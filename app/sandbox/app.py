@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from app.sandbox.data import ai_score, email_history, iso, sms_history
+from app.sandbox.resend import create_resend_app
 from app.sandbox.state import SandboxState
 from app.sandbox.twilio import create_twilio_app
 
@@ -68,6 +69,9 @@ class ChatRequest(BaseModel):
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
+    # `{"type": "json_schema", "json_schema": {"name", "strict", "schema"}}` or json_object;
+    # the sandbox's reply (a score and a reason) fits the project's schema either way.
+    response_format: dict | None = None
 
 
 def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
@@ -176,7 +180,11 @@ def _completion(request: ChatRequest) -> dict:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": json.dumps(ai_score(user[-1]))},
+                "message": {
+                    "role": "assistant",
+                    "content": json.dumps(ai_score(user[-1])),
+                    "refusal": None,
+                },
                 "finish_reason": "stop",
             }
         ],
@@ -210,6 +218,7 @@ def create_sandbox_app(state: SandboxState | None = None, key: str | None = None
         exception_handlers={HTTPException: _http_error, RequestValidationError: _invalid_request},
     )
     app.state.sandbox = state
+    app.mount("/resend", create_resend_app(state, key))
 
     @app.get("/sms/contacts/{contact_id}/messages")
     async def list_sms(contact_id: str, cursor: str | None = None) -> Response:

@@ -6,7 +6,23 @@ import { follow } from "./dashboard-follow.js";
 import { showLead } from "./dashboard-lead.js";
 import { refreshNow } from "./dashboard-refresh.js";
 
+// The last client list, by id: each client's provider kinds, shown under the select.
+const providersOf = new Map();
+const CHANNEL_NAMES = { sms: "SMS", email: "Email", ai: "AI" };
+
+export function showProviders() {
+  const providers = providersOf.get($("client-select").value) || {};
+  const parts = Object.entries(CHANNEL_NAMES).map(([channel, name]) => {
+    const p = providers[channel];
+    if (!p || !p.kind) return `${name}: none`;
+    return `${name}: ${p.kind} (${p.account === "own" ? "own account" : "global"})`;
+  });
+  $("client-providers").textContent = parts.join(" · ");
+}
+
 export function fillClients(clients) {
+  providersOf.clear();
+  for (const c of clients) providersOf.set(c.id, c.providers || {});
   const select = $("client-select");
   const previous = select.value;
   select.replaceChildren(
@@ -19,6 +35,7 @@ export function fillClients(clients) {
     return;
   }
   if (clients.some((c) => c.id === previous)) select.value = previous;
+  showProviders();
   loadLeads();
 }
 

@@ -25,7 +25,7 @@ import { showLead } from "./dashboard-lead.js";
 import { refreshNow } from "./dashboard-refresh.js";
 import { showSignIn, signIn, signOut, takeTokenFromAddress } from "./dashboard-session.js";
 import { state, TOKEN_KEY } from "./dashboard-state.js";
-import { loadLeads, submitSync } from "./dashboard-sync.js";
+import { loadLeads, showProviders, submitSync } from "./dashboard-sync.js";
 
 function start() {
   $("signin-form").addEventListener("submit", (event) => {
@@ -41,7 +41,10 @@ function start() {
   });
   $("sign-out").addEventListener("click", () => signOut("Signed out."));
   $("sync-form").addEventListener("submit", submitSync);
-  $("client-select").addEventListener("change", () => loadLeads(""));
+  $("client-select").addEventListener("change", () => {
+    showProviders();
+    loadLeads("");
+  });
   $("lead-select").addEventListener("change", () => showLead($("lead-select").value));
   $("lead-refresh").addEventListener("click", () => showLead(state.leadId));
   $("jobs-filter").addEventListener("change", refreshJobs);

@@ -23,6 +23,7 @@ from app.providers import (
     Transient,
     parse_retry_after,
 )
+from app.providers.ai import SCORE_FORMAT
 
 KEY = "sk-test-secret-key"
 CONTACT = "+15551234567"
@@ -227,7 +228,7 @@ async def test_ai_score_request_and_reply() -> None:
             {"role": "system", "content": "Score this lead."},
             {"role": "user", "content": "How much is it?"},
         ],
-        "response_format": {"type": "json_object"},
+        "response_format": SCORE_FORMAT,
         "temperature": 0,
     }
 
