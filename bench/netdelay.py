@@ -175,6 +175,8 @@ async def child(cfg: Settings) -> None:
     quiet_peer_logs()
     rtt = await round_trip_ms(ADMIN_URL)
     print(f"B12: SELECT 1 round trip {rtt:.2f} ms", file=sys.stderr, flush=True)
+    if rtt < 2 * ONE_WAY_MS * 0.75:
+        raise SystemExit(f"B12: the delay did not take ({rtt:.2f} ms round trip)")
     async with drain_systems(floor=True) as drains:
         noop = await drain_noop_measure(drains, cfg)
     async with handler_drains(cfg.pick(2_000, 600)) as systems:
