@@ -150,11 +150,14 @@ class _ProviderProtocol(asyncio.Protocol):
     the same for every system calling it.
     """
 
-    BODY = b'{"id": "m-1", "status": "queued"}'
-    RESPONSE = (
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
-    )
+    RESPONSE = b""  # set by serve_provider
+
+    @staticmethod
+    def response(body: bytes) -> bytes:
+        return (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -178,7 +181,16 @@ class _ProviderProtocol(asyncio.Protocol):
             self.transport.write(self.RESPONSE)  # type: ignore[attr-defined]
 
 
-def serve_provider(port: int) -> None:
+# What the provider answers by default: a send's result (B5).
+SEND_BODY = b'{"id": "m-1", "status": "queued"}'
+# An SMS history with no message in it, one page (B11, B12).
+EMPTY_HISTORY_BODY = b'{"messages": [], "next_cursor": null}'
+BODIES = {"send": SEND_BODY, "empty-history": EMPTY_HISTORY_BODY}
+
+
+def serve_provider(port: int, body: bytes = SEND_BODY) -> None:
+    _ProviderProtocol.RESPONSE = _ProviderProtocol.response(body)
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(_ProviderProtocol, "127.0.0.1", port)
@@ -194,11 +206,12 @@ def serve_provider(port: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def provider() -> AsyncIterator[str]:
-    """Start the provider in a process of its own; yield the URL to POST to."""
+async def provider(body: str = "send", path: str = "/v1/messages") -> AsyncIterator[str]:
+    """Start the provider in a process of its own, answering every request with one of
+    BODIES; yield the URL of `path` on it."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}/v1/messages"
-    args = [sys.executable, "-m", "bench.http", "provider", str(port)]
+    url = f"http://127.0.0.1:{port}{path}"
+    args = [sys.executable, "-m", "bench.http", "provider", str(port), body]
     async with subprocess_server(args, dict(os.environ), url):
         yield url
 
@@ -390,6 +403,6 @@ async def http_sync(cfg: Settings) -> list[Row]:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["provider"]:
-        serve_provider(int(sys.argv[2]))
+        serve_provider(int(sys.argv[2]), BODIES[sys.argv[3] if len(sys.argv) > 3 else "send"])
     else:
-        raise SystemExit("usage: python -m bench.http provider PORT")
+        raise SystemExit("usage: python -m bench.http provider PORT [send|empty-history]")

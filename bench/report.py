@@ -275,6 +275,7 @@ PANELS = [
     ("B2", "", "B2 bulk enqueue (1,000 per statement)"),
     ("B4", "", "B4 drain, no-op jobs, concurrency 8"),
     ("B5", "", "B5 drain, one HTTP call per job"),
+    ("B11", "", "B11 drain, the conversation_sync handler"),
 ]
 # Diagnostic variants have long names; two short lines fit beside a bar.
 DIAGNOSTIC_LABELS = {

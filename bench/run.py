@@ -2,8 +2,8 @@
 
 The benchmarks, by report label and name: B1 single_enqueue, B2 bulk_enqueue, B3 http_sync,
 B4 drain_noop, B5 drain_http, B6 budget_fidelity, B7 budget_utilization, B8 pickup_latency,
-B9 claim_vs_table_size, B10 enqueue_with_listeners, B13 kick_latency, B14 noisy_neighbour,
-B15 fairness_cost, B16 rate_limit.
+B9 claim_vs_table_size, B10 enqueue_with_listeners, B11 real_handler_drain, B12
+drain_at_2ms_rtt, B13 kick_latency, B14 noisy_neighbour, B15 fairness_cost, B16 rate_limit.
 
 A full run writes bench/results.json, BENCHMARKS.md and docs/bench.png; `--only` re-measures
 the named benchmarks and merges them into the existing results (each row keeps the time and
@@ -29,7 +29,7 @@ from typing import Any
 
 import asyncpg
 
-from bench import budget, drain, enqueue, fair, http, kick, latency, report
+from bench import budget, drain, enqueue, fair, handlers, http, kick, latency, netdelay, report
 from bench.common import (
     ADMIN_URL,
     DB_PREFIX,
@@ -59,6 +59,8 @@ BENCHMARKS: dict[str, Family] = {
     "B8": latency.pickup_latency,
     "B9": drain.claim_vs_table_size,
     "B10": enqueue.enqueue_with_listeners,
+    "B11": handlers.real_handler_drain,
+    "B12": netdelay.drain_at_2ms_rtt,
     "B13": kick.kick_latency,
     "B14": fair.noisy_neighbour,
     "B15": fair.fairness_cost,

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.metrics import MESSAGES_CUT
-from app.models import leads, messages
+from app.models import messages
 from app.storable import clip_utf8
 
 # A message's text is stored up to this many bytes of UTF-8; longer text is cut and marked.
@@ -32,17 +32,29 @@ class StoredMessage:
     subject: str | None = None
 
 
+# Every column of `leads` (tests/handlers/test_store.py holds the list to the table).
+LOAD_LEAD = """
+SELECT id, client_id, name, email, phone, sms_contact_id, email_lead_id, score, score_reason,
+       scored_at, created_at, updated_at
+FROM leads
+WHERE id = $1 AND ($2::text IS NULL OR client_id = $2)
+"""
+
+
 async def get_lead(
     conn: AsyncConnection, lead_id: str | None, client_id: str | None
 ) -> Mapping[str, Any] | None:
-    """The lead, if it exists and is the client's (any client's when `client_id` is None)."""
+    """The lead, if it exists and is the client's (any client's when `client_id` is None).
+
+    Once per job (conversation_sync, lead_scoring), so on the driver directly (app/db.py): one
+    round trip where Core on a fresh connection spends three (BEGIN, the SELECT, ROLLBACK).
+    A read on the connection's own driver sees whatever the caller already wrote in it.
+    """
     if lead_id is None:
         return None
-    query = select(leads).where(leads.c.id == lead_id)
-    if client_id is not None:
-        query = query.where(leads.c.client_id == client_id)
-    row = (await conn.execute(query)).first()
-    return None if row is None else row._mapping
+    raw = (await conn.get_raw_connection()).driver_connection
+    row = await raw.fetchrow(LOAD_LEAD, lead_id, client_id)
+    return None if row is None else dict(row.items())
 
 
 async def store_messages(
