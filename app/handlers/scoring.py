@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, update
 
+from app.db import driver_connection
 from app.handlers.deps import job_handler, providers, require
 from app.handlers.store import get_lead, recent_messages
 from app.models import leads
@@ -51,7 +52,7 @@ async def lead_scoring(ctx: JobContext) -> None:
     """Score the lead from its latest messages and store score and reason."""
     ai = require(await providers(ctx).ai_for(ctx.job.client_id), "ai")
     async with ctx.engine.connect() as conn:
-        lead = await get_lead(conn, ctx.job.lead_id, ctx.job.client_id)
+        lead = await get_lead(await driver_connection(conn), ctx.job.lead_id, ctx.job.client_id)
         if lead is None:
             raise Discard("the lead no longer exists")
         rows = await recent_messages(conn, lead["id"])

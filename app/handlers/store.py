@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -42,18 +43,17 @@ WHERE id = $1 AND ($2::text IS NULL OR client_id = $2)
 
 
 async def get_lead(
-    conn: AsyncConnection, lead_id: str | None, client_id: str | None
+    conn: asyncpg.Connection, lead_id: str | None, client_id: str | None
 ) -> Mapping[str, Any] | None:
     """The lead, if it exists and is the client's (any client's when `client_id` is None).
 
     Once per job (conversation_sync, lead_scoring), so on the driver directly (app/db.py): one
     round trip where Core on a fresh connection spends three (BEGIN, the SELECT, ROLLBACK).
-    A read on the connection's own driver sees whatever the caller already wrote in it.
+    Given a Core connection's driver (`driver_connection`), it sees what that connection wrote.
     """
     if lead_id is None:
         return None
-    raw = (await conn.get_raw_connection()).driver_connection
-    row = await raw.fetchrow(LOAD_LEAD, lead_id, client_id)
+    row = await conn.fetchrow(LOAD_LEAD, lead_id, client_id)
     return None if row is None else dict(row.items())
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from sqlalchemy import select
 
 from app.db import driver_connection
@@ -12,6 +9,8 @@ from app.handlers.deps import job_handler, providers, require
 from app.handlers.store import StoredMessage, get_lead, store_messages
 from app.handlers.timebox import BATCH, TimeBox
 from app.models import CHANNELS, channels_of, identity, leads
+from app.providers.email import EmailProvider, EmailReply
+from app.providers.sms import SmsMessage, SmsProvider
 from app.queue import Discard, JobContext, JobSpec, enqueue, enqueue_many
 from app.queue.registry import PRIORITY_BULK
 
@@ -20,42 +19,35 @@ from app.queue.registry import PRIORITY_BULK
 async def conversation_sync(ctx: JobContext) -> None:
     """Page through one channel's history and store every message not stored yet."""
     channel = ctx.job.payload.get("channel")
-    async with ctx.engine.connect() as conn:
+    async with ctx.db.acquire() as conn:
         lead = await get_lead(conn, ctx.job.lead_id, ctx.job.client_id)
     if lead is None:
         raise Discard("the lead no longer exists")
     if channel not in CHANNELS or not identity(lead, channel):
         raise Discard("the lead has no identity on this channel")
+    client_id = ctx.job.client_id or lead["client_id"]
+    provider: SmsProvider | EmailProvider
     if channel == "sms":
-        await _sync_sms(ctx, lead)
+        provider = require(await providers(ctx).sms_for(client_id), "sms")
+        stored = _sms_message
     else:
-        await _sync_email(ctx, lead)
+        provider = require(await providers(ctx).email_for(client_id), "email")
+        stored = _email_message
+    address = provider.address(lead)
+    if address is None:  # e.g. a Twilio account and a lead without a phone
+        raise Discard(f"the lead has no {channel} identity at its provider")
+    async for page in provider.history(address):
+        if page:  # an empty page costs no transaction
+            async with ctx.engine.begin() as conn:
+                await store_messages(conn, client_id, lead["id"], [stored(m) for m in page])
 
 
-async def _sync_sms(ctx: JobContext, lead: Mapping[str, Any]) -> None:
-    client_id = ctx.job.client_id or lead["client_id"]
-    sms = require(await providers(ctx).sms_for(client_id), "sms")
-    address = sms.address(lead)
-    if address is None:
-        raise Discard("the lead has no sms identity at its provider")
-    async for page in sms.history(address):
-        batch = [StoredMessage("sms", m.direction, m.body, m.id, m.sent_at) for m in page]
-        async with ctx.engine.begin() as conn:
-            await store_messages(conn, lead["client_id"], lead["id"], batch)
+def _sms_message(m: SmsMessage) -> StoredMessage:
+    return StoredMessage("sms", m.direction, m.body, m.id, m.sent_at)
 
 
-async def _sync_email(ctx: JobContext, lead: Mapping[str, Any]) -> None:
-    client_id = ctx.job.client_id or lead["client_id"]
-    email = require(await providers(ctx).email_for(client_id), "email")
-    address = email.address(lead)
-    if address is None:
-        raise Discard("the lead has no email identity at its provider")
-    async for replies in email.history(address):
-        batch = [
-            StoredMessage("email", r.direction, r.text, r.id, r.sent_at, r.subject) for r in replies
-        ]
-        async with ctx.engine.begin() as conn:
-            await store_messages(conn, lead["client_id"], lead["id"], batch)
+def _email_message(r: EmailReply) -> StoredMessage:
+    return StoredMessage("email", r.direction, r.text, r.id, r.sent_at, r.subject)
 
 
 @job_handler("sync_all", dedupe="active")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.db import Database
+from app.db import Database, driver_connection
 from app.handlers.store import LOAD_LEAD, get_lead
 from app.models import leads
 
@@ -17,7 +17,7 @@ async def test_get_lead_reads_the_clients_own_lead(database_url, db):
     await db.execute("INSERT INTO leads (id, client_id, sms_contact_id) VALUES ('l1', 'c1', 's-1')")
     store = await Database.open(database_url)
     try:
-        async with store.engine.connect() as conn:
+        async with store.acquire() as conn:
             lead = await get_lead(conn, "l1", "c1")
             assert lead is not None
             assert lead["client_id"] == "c1" and lead["sms_contact_id"] == "s-1"
@@ -29,7 +29,8 @@ async def test_get_lead_reads_the_clients_own_lead(database_url, db):
         async with store.engine.begin() as conn:
             # A lead written earlier in the same transaction is seen.
             await conn.exec_driver_sql("INSERT INTO leads (id, client_id) VALUES ('l2', 'c2')")
-            assert (await get_lead(conn, "l2", "c2") or {}).get("id") == "l2"
+            raw = await driver_connection(conn)
+            assert (await get_lead(raw, "l2", "c2") or {}).get("id") == "l2"
             await conn.rollback()
     finally:
         await store.close()
