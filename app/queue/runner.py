@@ -12,7 +12,6 @@ it claimed is still `running`. Its claim-and-wait loop, `SlotLoop`, is the worke
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -26,7 +25,7 @@ from typing import Any, Literal
 from app.db import Database
 from app.metrics import ATTEMPT_SECONDS, RUNNER_INVOCATIONS
 from app.queue.job import ClaimedJob, JobContext
-from app.queue.outcomes import Action, Outcome, OutcomeWriter, Record, Verdict
+from app.queue.outcomes import Action, Outcome, OutcomeWriter, Record, Verdict, outcome_arrays
 from app.queue.registry import Registry, UnknownJobType, registry
 from app.queue.retry import Discard, RetryLater, Throttled, backoff_s
 from app.queue.sql import QUERIES
@@ -135,32 +134,29 @@ class Runner:
         self.slots = Slots(concurrency)
 
     async def claim(self, limit: int) -> list[ClaimedJob]:
-        """Lease up to `limit` due jobs to this runner."""
+        """Lease up to `limit` due jobs to this runner. The outcomes its writer holds go in the
+        same statement: stored first, then the claim, in one round trip and one commit."""
         token = str(uuid.uuid4())
-        async with self.db.acquire() as conn:
-            if self.fair:
-                # BEGIN and the turn lock in one round trip; the claim then reads a snapshot
-                # taken after the lock, so it sees every earlier claim's running jobs.
-                await conn.execute(f"BEGIN; {QUERIES['claim_turn']}")
-                try:
-                    rows = await conn.fetch(
-                        QUERIES["claim"],
-                        limit,
-                        token,
-                        self.invocation_id,
-                        float(self.lease_s),
-                        self.client_concurrency,
-                    )
-                except BaseException:
-                    # A broken connection cannot roll back: the pool discards it.
-                    with contextlib.suppress(Exception):
-                        await conn.execute("ROLLBACK")
-                    raise
-                await conn.execute("COMMIT")
-            else:
+        batch = self.outcomes.take()
+        try:
+            async with self.db.acquire() as conn:
                 rows = await conn.fetch(
-                    QUERIES["claim_fifo"], limit, token, self.invocation_id, float(self.lease_s)
+                    QUERIES["claim"],
+                    *outcome_arrays([record for record, _ in batch]),
+                    limit,
+                    token,
+                    self.invocation_id,
+                    float(self.lease_s),
+                    self.client_concurrency,
+                    self.fair,
                 )
+        except Exception:
+            self.outcomes.give_back(batch)
+            raise
+        except BaseException:
+            self.outcomes.settle(batch, None)
+            raise
+        self.outcomes.settle(batch, {r["id"] for r in rows if r["stored"]})
         return [
             ClaimedJob(
                 r["id"],
@@ -175,6 +171,7 @@ class Runner:
                 token,
             )
             for r in rows
+            if not r["stored"]
         ]
 
     async def count_due(self) -> tuple[int, float]:
@@ -195,8 +192,8 @@ class Runner:
             while True:
                 left = deadline - loop.time()
                 out_of_time = left < MIN_CLAIM_S
-                if not out_of_time:
-                    await attempts.fill()
+                # Out of time, the fill only stores the outcomes it holds.
+                await attempts.fill(claim=not out_of_time)
                 if not attempts.in_flight:
                     break
                 # Past the budget and its grace, stop waiting: the rest is cancelled below.
@@ -345,7 +342,12 @@ class Runner:
 class SlotLoop:
     """The claim and wait that the runner and the worker share: claim a job for each free slot
     and start it, then wait until a slot frees, an attempt ends or something the caller also
-    waits on happens; at the end, cancel what is still in flight."""
+    waits on happens; at the end, cancel what is still in flight.
+
+    While it turns, the runner's writer holds finished outcomes: each freed a slot, so the next
+    claim follows and stores them in its own statement (one round trip for both). Outcomes no
+    claim will carry soon are flushed: by a fill that claims nothing, by a wait that no freed
+    slot ends at once, and at the finish."""
 
     def __init__(self, runner: Runner, budget_deadline: float = math.inf) -> None:
         self.runner = runner
@@ -354,12 +356,15 @@ class SlotLoop:
         self.outcomes: Counter[str] = Counter()
         self.stale = 0  # jobs claimed back from a runner whose lease expired
         runner.slots.freed.clear()
+        runner.outcomes.hold()
 
-    async def fill(self) -> bool:
-        """Claim a job for each free slot and start it. True when a slot was left empty (or
-        none was free): nothing more is known to be due."""
-        free = self.runner.slots.free
+    async def fill(self, claim: bool = True) -> bool:
+        """Claim a job for each free slot and start it (`claim` False: only store the held
+        outcomes). True when a slot was left empty (or none was free): nothing more is known
+        to be due."""
+        free = self.runner.slots.free if claim else 0
         if free == 0:
+            self.runner.outcomes.flush()
             return True
         claimed = await self.runner.claim(free)
         for job in claimed:
@@ -368,9 +373,12 @@ class SlotLoop:
         return not claimed or len(claimed) < free
 
     async def wait(self, *also: asyncio.Future[Any], at_most_s: float | None) -> bool:
-        """Wait until a slot frees (its outcome may still be on its way, so the next claim
-        overlaps that write), an attempt ends or one of `also` is done. False: timed out."""
+        """Wait until a slot frees (its outcome then goes with the next claim), an attempt ends
+        or one of `also` is done. False: timed out."""
         slots = self.runner.slots
+        if not slots.freed.is_set():
+            # No slot freed since the last wait: no claim is about to carry what is held.
+            self.runner.outcomes.flush()
         freed = asyncio.ensure_future(slots.freed.wait())
         try:
             done, _ = await asyncio.wait(
@@ -390,6 +398,7 @@ class SlotLoop:
 
     async def finish_in_flight(self, grace_s: float = 0.0) -> None:
         """Give the attempts in flight `grace_s` to end, then cancel the rest."""
+        self.runner.outcomes.release()
         if self.in_flight and grace_s > 0:
             await asyncio.wait(self.in_flight, timeout=grace_s)
         self.outcomes.update(await self.runner.cancel_attempts(self.in_flight))

@@ -214,15 +214,15 @@ async def test_an_outcome_that_cannot_be_written_is_reported_not_raised(database
     assert await db.fetchval("SELECT status FROM jobs WHERE id = $1", job.id) == "running"
 
 
-async def test_a_slot_frees_when_its_handler_is_done_not_when_its_outcome_is_stored(database, db):
-    # The first outcome's write is held until the third job runs: with one slot, that only
-    # happens if each next job is claimed while the earlier outcomes are still on their way.
-    third_ran = asyncio.Event()
+async def test_the_next_claim_stores_the_outcomes_that_freed_its_slots(database, db):
+    # One slot: each job's outcome is stored by the claim that takes the next job, in the same
+    # statement, so the writer never writes on its own and every job sees the one before done.
     started: list[int] = []
+    writes: list[int] = []
 
-    class HeldWriter(OutcomeWriter):
+    class CountingWriter(OutcomeWriter):
         async def write(self, records):
-            await third_ran.wait()
+            writes.append(len(records))
             return await super().write(records)
 
     local = Registry()
@@ -230,17 +230,23 @@ async def test_a_slot_frees_when_its_handler_is_done_not_when_its_outcome_is_sto
     @local.handler("step", dedupe="active")
     async def step(ctx: JobContext) -> None:
         started.append(await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'succeeded'"))
-        if len(started) == 3:
-            third_ran.set()
 
     async with database.acquire() as conn:
         await enqueue_many(conn, "step", [JobSpec(k) for k in "abc"], registry=local)
     one = Runner(database, registry=local, concurrency=1, job_timeout_s=5, lease_s=10)
-    one.outcomes = HeldWriter(database)
+    one.outcomes = CountingWriter(database)
     summary = await asyncio.wait_for(one.drain(10), 20)
     assert summary.outcomes["succeeded"] == 3
-    assert started == [0, 0, 0]  # no outcome was stored before the third job started
+    assert started == [0, 1, 2]
+    assert writes == [], "every outcome went with a claim"
     assert await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'succeeded'") == 3
+
+    # Outside a slot loop, an outcome is written on its own at once.
+    async with database.acquire() as conn:
+        await enqueue(conn, "step", "d", registry=local)
+    [job] = await one.claim(1)
+    assert await one.outcomes.submit(Record(job.id, job.token, Verdict(Action.COMPLETE)))
+    assert writes == [1]
 
 
 async def test_outcomes_unexpected_errors_discard_and_retry_later(database, db):
