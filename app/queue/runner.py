@@ -237,6 +237,9 @@ class Runner:
     async def cancel_attempts(self, tasks: set[asyncio.Task[Outcome]]) -> list[Outcome]:
         """Cancel these attempts; each cancelled one releases its own job. The outcomes of
         those that ended within CANCEL_GRACE_S."""
+        # One turn of the loop first: an attempt cancelled before it began would never run
+        # the code that releases its job.
+        await asyncio.sleep(0)
         for task in tasks:
             task.cancel()
         if not tasks:
@@ -372,6 +375,7 @@ class SlotLoop:
         self.outcomes: Counter[str] = Counter()
         self.stale = 0  # jobs claimed back from a runner whose lease expired
         self.ready: deque[tuple[ClaimedJob, float]] = deque()  # claimed ahead, when
+        self.given_back: list[asyncio.Future[bool | None]] = []  # their writes, if not started
         self.round_trip_s = 0.0  # how long the last claim took
         runner.slots.freed.clear()
         runner.outcomes.hold()
@@ -430,7 +434,9 @@ class SlotLoop:
 
     def give_back(self, job: ClaimedJob) -> None:
         """A job claimed but never started goes back to `pending` with its attempt."""
-        self.runner.outcomes.submit(Record(job.id, job.token, Verdict(Action.RELEASE)))
+        record = Record(job.id, job.token, Verdict(Action.RELEASE))
+        self.given_back = [f for f in self.given_back if not f.done()]
+        self.given_back.append(self.runner.outcomes.submit(record))
 
     async def wait(self, *also: asyncio.Future[Any], at_most_s: float | None) -> bool:
         """Wait until a slot frees (its outcome then goes with the next claim), an attempt ends
@@ -465,3 +471,6 @@ class SlotLoop:
             await asyncio.wait(self.in_flight, timeout=grace_s)
         self.outcomes.update(await self.runner.cancel_attempts(self.in_flight))
         self.in_flight = set()
+        # Stored (or failed) before the caller answers: no job claimed ahead is left running.
+        await asyncio.gather(*self.given_back)
+        self.given_back = []

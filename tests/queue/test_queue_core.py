@@ -11,7 +11,7 @@ from app.db import Database
 from app.queue import Discard, JobContext, JobSpec, Registry, RetryLater, Runner
 from app.queue.enqueue import enqueue, enqueue_many
 from app.queue.outcomes import Action, OutcomeWriter, Record, Verdict
-from app.queue.runner import SlotLoop
+from app.queue.runner import AHEAD_WAIT_S, SlotLoop
 
 jobs = Registry()
 ran: list[int] = []
@@ -339,3 +339,54 @@ async def test_the_slot_loop_fills_free_slots_and_releases_what_it_cancels(datab
         ("succeeded", 1, 2),
         ("pending", 0, 2),
     }
+
+
+async def test_quick_jobs_are_claimed_ahead_and_what_waits_is_given_back(database, db):
+    """Jobs quicker than a claim are claimed ahead of the free slots; one not started within
+    AHEAD_WAIT_S, or still waiting when the loop stops, goes back to pending with its attempt."""
+    local = Registry()
+    let_go = asyncio.Event()
+
+    @local.handler("hold", dedupe="active")
+    async def hold(ctx: JobContext) -> None:
+        await let_go.wait()
+
+    async with database.acquire() as conn:
+        await enqueue_many(conn, "hold", [JobSpec(k) for k in "abcdefgh"], registry=local)
+    one = Runner(database, registry=local, concurrency=1, job_timeout_s=5, lease_s=10)
+    attempts = SlotLoop(one)
+
+    async def next_turn() -> bool:
+        # The running job ends: its slot frees and the loop fills it, with no claim ahead.
+        let_go.set()
+        await attempts.wait(at_most_s=5)
+        let_go.clear()
+        attempts.round_trip_s = 0.0
+        return await attempts.fill()
+
+    try:
+        # As if each job so far had taken a microsecond and the last claim a second.
+        one.slots.held_s, attempts.round_trip_s = 1e-6, 1.0
+        assert attempts.ahead() == 3
+        assert await attempts.fill() is False
+        assert len(attempts.in_flight) == 1 and len(attempts.ready) == 3
+        assert await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'running'") == 4
+
+        # The next job starts from those claimed ahead, with no claim.
+        assert await next_turn() is False and len(attempts.ready) == 2
+        # One claimed ahead waited too long: it is given back and the next one starts instead.
+        job, claimed_at = attempts.ready[0]
+        attempts.ready[0] = (job, claimed_at - 2 * AHEAD_WAIT_S)
+        await next_turn()
+        assert not attempts.ready
+    finally:
+        await attempts.finish_in_flight()
+        let_go.set()
+    rows = await db.fetch("SELECT status, attempts, count(*) AS n FROM jobs GROUP BY 1, 2")
+    # Two ran; the third was cancelled and released; the one that waited too long was given
+    # back; four were never claimed.
+    assert {(r["status"], r["attempts"], r["n"]) for r in rows} == {
+        ("succeeded", 1, 2),
+        ("pending", 0, 6),
+    }
+    assert attempts.outcomes == {"succeeded": 2, "released": 1}
