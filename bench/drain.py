@@ -287,8 +287,8 @@ def drain_noop_rows(figures: DrainNoopFigures) -> list[Row]:
             "jobs/s",
             samples,
             [
-                Check("runner / pgqueuer", per_round(runner, samples["pgqueuer"]), 2.0),
-                Check("worker / pgqueuer", per_round(worker, samples["pgqueuer"]), 2.0),
+                Check("runner / pgqueuer", per_round(runner, samples["pgqueuer"]), 3.0),
+                Check("worker / pgqueuer", per_round(worker, samples["pgqueuer"]), 3.0),
                 Check("runner / procrastinate", per_round(runner, samples["procrastinate"]), 10.0),
                 Check("worker / procrastinate", per_round(worker, samples["procrastinate"]), 10.0),
                 Check("runner / pgbench floor", per_round(runner, samples["pgbench floor"]), None),
