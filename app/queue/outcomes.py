@@ -4,6 +4,10 @@ An attempt hands its outcome to its runner's `OutcomeWriter` and waits until it 
 While one write is on the wire, outcomes that finish meanwhile gather and go out together in
 the next one: a group commit with no timer, so a lone outcome is written at once, and under
 load one round trip and one commit serve many jobs.
+
+While a runner's slot loop turns, the writer holds outcomes instead: each one freed a slot,
+so the loop's next claim is on its way and carries them (`take`), storing them and claiming
+the next jobs in one round trip. What the loop will not carry, it `flush`es.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 from app.db import Database
 from app.queue.sql import QUERIES
@@ -58,12 +62,17 @@ class Record:
     verdict: Verdict
 
 
+# An outcome handed over and the future its attempt waits on.
+Pending = tuple[Record, "asyncio.Future[bool | None]"]
+
+
 class OutcomeWriter:
     def __init__(self, db: Database, *, invocation_id: str = "") -> None:
         self.db = db
         self.invocation_id = invocation_id
-        self._waiting: list[tuple[Record, asyncio.Future[bool | None]]] = []
+        self._waiting: list[Pending] = []
         self._task: asyncio.Task[None] | None = None
+        self._held = False
 
     def submit(self, record: Record) -> asyncio.Future[bool | None]:
         """Hand one outcome over; the future says how its write went. True: stored. False: the
@@ -73,9 +82,43 @@ class OutcomeWriter:
         """
         future: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
         self._waiting.append((record, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._write_all())
+        if not self._held:
+            self.flush()
         return future
+
+    def hold(self) -> None:
+        """Keep outcomes for the next claim to carry (`take`) until `release`."""
+        self._held = True
+
+    def release(self) -> None:
+        """Write outcomes on their own again, those held so far at once."""
+        self._held = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the outcomes waiting now, unless a write already under way will."""
+        if self._waiting and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self._write_all())
+
+    def take(self) -> list[Pending]:
+        """The held outcomes, for a claim to store; hand each to `settle` (or `give_back`)."""
+        if not self._held:
+            return []
+        batch, self._waiting = self._waiting, []
+        return batch
+
+    def give_back(self, batch: list[Pending]) -> None:
+        """Outcomes taken by a claim that failed: written by the next claim or on their own."""
+        self._waiting[:0] = batch
+        if not self._held:
+            self.flush()
+
+    @staticmethod
+    def settle(batch: list[Pending], stored: set[int] | None) -> None:
+        """Tell each outcome's waiter how its write went (`stored`: None when it failed)."""
+        for record, future in batch:
+            if not future.done():
+                future.set_result(None if stored is None else record.job_id in stored)
 
     async def _write_all(self) -> None:
         while self._waiting:
@@ -91,27 +134,28 @@ class OutcomeWriter:
                 stored = None
             except BaseException:
                 # Cancelled (the loop is closing): nobody may wait on a write that never comes.
-                for _, future in batch + self._waiting:
-                    if not future.done():
-                        future.set_result(None)
+                self.settle(batch + self._waiting, None)
                 self._waiting = []
                 raise
-            for record, future in batch:
-                if not future.done():
-                    future.set_result(None if stored is None else record.job_id in stored)
+            self.settle(batch, stored)
 
     async def write(self, records: list[Record]) -> set[int]:
         """Write `records` in one statement; the ids of the jobs whose lease still held."""
-        records = sorted(records, key=lambda r: r.job_id)
-        verdicts = [r.verdict for r in records]
         async with self.db.acquire() as conn:
-            rows = await conn.fetch(
-                QUERIES["record_outcomes"],
-                [r.job_id for r in records],
-                [r.token for r in records],
-                [v.action.status for v in verdicts],
-                [float(v.delay_s) for v in verdicts],
-                [v.error[:LAST_ERROR_CHARS] if v.error else None for v in verdicts],
-                [v.action.gives_back for v in verdicts],
-            )
+            rows = await conn.fetch(QUERIES["record_outcomes"], *outcome_arrays(records))
         return {row["id"] for row in rows}
+
+
+def outcome_arrays(records: list[Record]) -> list[list[Any]]:
+    """`records` as the parallel arrays the outcome statements take, sorted by job id so
+    overlapping writers lock rows in one order."""
+    records = sorted(records, key=lambda r: r.job_id)
+    verdicts = [r.verdict for r in records]
+    return [
+        [r.job_id for r in records],
+        [r.token for r in records],
+        [v.action.status for v in verdicts],
+        [float(v.delay_s) for v in verdicts],
+        [v.error[:LAST_ERROR_CHARS] if v.error else None for v in verdicts],
+        [v.action.gives_back for v in verdicts],
+    ]

@@ -51,130 +51,24 @@ DO UPDATE SET enqueue_count = j.enqueue_count + excluded.enqueue_count,
               priority = least(j.priority, excluded.priority)
 RETURNING j.id, j.type, j.status, j.dedupe_key, (j.xmax <> '0'::xid) AS deduplicated
 
--- claim_turn --
--- Taken in the claim's transaction before `claim`: claims run one at a time, so each counts the
--- running jobs per client after the previous claim committed, and two claims at once cannot
--- both take a client's last free place. A claim is a few milliseconds; the lock lasts as long.
-SELECT pg_advisory_xact_lock(7240912)
-
 -- claim --
--- Take up to $1 jobs in one statement: expired leases first (their runner died), then due
--- pending jobs, clients taking turns. Jobs group by client ('' for jobs of no client; client
--- ids are never empty). `groups` finds each group with due jobs by skipping along
--- jobs_due_group (one probe per group, however long its backlog); each group offers its first
--- jobs in its own order (priority, lower first, then run_at), no more than its free places
--- ($5 CLIENT_CONCURRENCY less its jobs running under a live lease; the group of no client has
--- no cap). The offers are taken in turns: every group's first before any group's second, a
--- group with fewer jobs running first, and among equals the group served longest ago
--- (client_turns, which each claim moves on for the groups it served): a client with one job
--- due starts it at the next free slot however many another has queued. An expired lease is
--- taken back whatever its client's count: its runner is gone. Rows are not locked while read:
--- `claim_turn` keeps claims apart, and the UPDATE re-checks each row's status against a
--- concurrent cancel.
-WITH RECURSIVE expired AS (
-    SELECT id, true AS stale FROM jobs
-    WHERE status = 'running' AND locked_until < now()
-    ORDER BY locked_until
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
-), running AS (
-    SELECT coalesce(client_id, '') AS g, count(*) AS n FROM jobs
-    WHERE status = 'running' AND locked_until >= now()
-    GROUP BY 1
-), groups AS (
-    (SELECT coalesce(client_id, '') AS g FROM jobs
-     WHERE status = 'pending' AND run_at <= now()
-     ORDER BY coalesce(client_id, '') LIMIT 1)
-    UNION ALL
-    SELECT (SELECT coalesce(j.client_id, '') FROM jobs j
-            WHERE j.status = 'pending' AND j.run_at <= now()
-              AND coalesce(j.client_id, '') > groups.g
-            ORDER BY coalesce(j.client_id, '') LIMIT 1)
-    FROM groups WHERE groups.g IS NOT NULL
-), offers AS (
-    SELECT o.id, o.priority, o.run_at, coalesce(r.n, 0) AS running, t.served_at,
-           row_number() OVER (PARTITION BY g.g ORDER BY o.priority, o.run_at, o.id) AS turn
-    FROM groups g
-    LEFT JOIN running r ON r.g = g.g
-    LEFT JOIN client_turns t ON t.client_group = g.g
-    CROSS JOIN LATERAL (
-        SELECT id, priority, run_at FROM jobs
-        WHERE status = 'pending' AND run_at <= now() AND coalesce(client_id, '') = g.g
-        ORDER BY priority, run_at, id
-        LIMIT CASE WHEN g.g = '' THEN $1 ELSE greatest(least($1, $5 - coalesce(r.n, 0)), 0) END
-    ) o
-    WHERE g.g IS NOT NULL
-), due AS (
-    SELECT id, false AS stale FROM offers
-    ORDER BY running + turn, served_at NULLS FIRST, priority, run_at, id
-    LIMIT $1
-), picked AS (
-    (SELECT id, stale FROM expired) UNION ALL (SELECT id, stale FROM due) LIMIT $1
-), claimed AS (
-    UPDATE jobs AS j
-    SET status = 'running', attempts = j.attempts + 1, lock_token = $2::uuid,
-        locked_by = $3, locked_until = now() + make_interval(secs => $4::float8),
-        started_at = now(), finished_at = NULL
-    FROM picked
-    WHERE j.id = picked.id AND j.status = CASE WHEN picked.stale THEN 'running' ELSE 'pending' END
-    RETURNING j.id, j.type, j.payload::text AS payload, j.attempts, j.max_attempts, j.client_id,
-              j.lead_id, j.dedupe_key, picked.stale
-), served AS (
-    INSERT INTO client_turns AS t (client_group, served_at)
-    SELECT g, clock_timestamp() FROM (SELECT DISTINCT coalesce(client_id, '') AS g FROM claimed) c
-    ORDER BY g
-    ON CONFLICT (client_group) DO UPDATE SET served_at = excluded.served_at
-)
-SELECT * FROM claimed
-
--- claim_fifo --
--- The claim without turns, caps or priority, for a runner built with fair=False (the
--- benchmarks' baseline): expired leases first, then due pending jobs in run_at order. SKIP
--- LOCKED lets runners claim side by side without waiting; each branch reads only its partial
--- index; UNION ALL with LIMIT stops reading once full.
-WITH expired AS (
-    SELECT id, true AS stale FROM jobs
-    WHERE status = 'running' AND locked_until < now()
-    ORDER BY locked_until
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
-), due AS (
-    SELECT id, false AS stale FROM jobs
-    WHERE status = 'pending' AND run_at <= now()
-    ORDER BY run_at, id
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
-), picked AS (
-    (SELECT id, stale FROM expired) UNION ALL (SELECT id, stale FROM due) LIMIT $1
-)
-UPDATE jobs AS j
-SET status = 'running', attempts = j.attempts + 1, lock_token = $2::uuid,
-    locked_by = $3, locked_until = now() + make_interval(secs => $4::float8),
-    started_at = now(), finished_at = NULL
-FROM picked
-WHERE j.id = picked.id
-RETURNING j.id, j.type, j.payload::text AS payload, j.attempts, j.max_attempts, j.client_id, j.lead_id,
-          j.dedupe_key, picked.stale
+-- Store the outcomes of the attempts that finished ($1-$6: parallel arrays, one element per
+-- attempt, sorted by id; empty for none), then lease up to $7 due jobs to owner $9 under token
+-- $8 for $10 seconds: with clients taking turns and at most $11 running per client ($12 true),
+-- or in plain run_at order ($12 false, the benchmarks' baseline). One statement, one commit:
+-- store_and_claim (migration 0010, which spells out both claims) takes the fair claim's lock
+-- and then reads a snapshot taken after it. Rows: one per outcome stored (`stored`, its id
+-- only), then one per job claimed (`stale`: taken back from a runner whose lease expired).
+SELECT id, type, payload, attempts, max_attempts, client_id, lead_id, dedupe_key, stale, stored
+FROM store_and_claim($1::bigint[], $2::uuid[], $3::text[], $4::float8[], $5::text[],
+                     $6::bool[], $7::int, $8::uuid, $9::text, $10::float8, $11::int, $12::bool)
 
 -- record_outcomes --
--- Every attempt that finished together, in one statement and one commit: parallel arrays, one
--- row per job, sorted by id so overlapping writers lock rows in one order. Each row is guarded
--- by its lease: a runner that lost a job changes nothing, and RETURNING names what changed.
--- succeeded/failed end the job; pending comes back after delay_s (a retry keeps its attempt,
--- a release or a throttle gives it back) and stays in the active dedupe index, so no key can
--- clash; an error, when given, replaces last_error.
-UPDATE jobs AS j
-SET status = t.status,
-    finished_at = CASE WHEN t.status = 'pending' THEN NULL ELSE now() END,
-    run_at = CASE WHEN t.status = 'pending' THEN now() + make_interval(secs => t.delay_s)
-                  ELSE j.run_at END,
-    attempts = CASE WHEN t.give_back THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
-    last_error = coalesce(t.error, j.last_error),
-    lock_token = NULL, locked_until = NULL
-FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::float8[], $5::text[], $6::bool[])
-     AS t(id, token, status, delay_s, error, give_back)
-WHERE j.id = t.id AND j.lock_token = t.token AND j.status = 'running'
-RETURNING j.id
+-- Every attempt that finished together, in one statement and one commit, when no claim goes
+-- with them (store_and_claim, claiming nothing). Each row is guarded by its lease: a runner
+-- that lost a job changes nothing, and the ids returned name what changed.
+SELECT id FROM store_and_claim($1::bigint[], $2::uuid[], $3::text[], $4::float8[], $5::text[],
+                               $6::bool[], 0, NULL, NULL, NULL, NULL, NULL)
 
 -- count_due --
 -- What the next runner would find: due pending jobs plus running jobs whose lease expired,

@@ -12,13 +12,12 @@ it claimed is still `running`. Its claim-and-wait loop, `SlotLoop`, is the worke
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,7 +25,7 @@ from typing import Any, Literal
 from app.db import Database
 from app.metrics import ATTEMPT_SECONDS, RUNNER_INVOCATIONS
 from app.queue.job import ClaimedJob, JobContext
-from app.queue.outcomes import Action, Outcome, OutcomeWriter, Record, Verdict
+from app.queue.outcomes import Action, Outcome, OutcomeWriter, Record, Verdict, outcome_arrays
 from app.queue.registry import Registry, UnknownJobType, registry
 from app.queue.retry import Discard, RetryLater, Throttled, backoff_s
 from app.queue.sql import QUERIES
@@ -41,6 +40,11 @@ CANCEL_GRACE_S = 1.0
 RELEASE_DELAY_S = 1.0
 # A runner's summary is logged as a warning when the oldest due job has waited longer.
 OLDEST_DUE_WARN_S = 300.0
+# When its jobs take less than a claim's round trip, a slot loop claims ahead: up to this many
+# times its slots beyond those free, so one statement serves more jobs.
+AHEAD_MAX = 3
+# A job claimed ahead starts within this long or is given back: its lease runs from its claim.
+AHEAD_WAIT_S = 1.0
 
 
 def new_invocation_id() -> str:
@@ -84,6 +88,8 @@ class Slots:
         self.size = size
         self.busy = 0
         self.freed = asyncio.Event()
+        # How long a slot is held, a moving average (None: no slot given back yet).
+        self.held_s: float | None = None
 
     @property
     def free(self) -> int:
@@ -93,6 +99,7 @@ class Slots:
         """Hold one slot; the function returned gives it back (calling it again does nothing)."""
         self.busy += 1
         held = True
+        taken = time.monotonic()
 
         def give_back() -> None:
             nonlocal held
@@ -100,6 +107,8 @@ class Slots:
                 held = False
                 self.busy -= 1
                 self.freed.set()
+                took = time.monotonic() - taken
+                self.held_s = took if self.held_s is None else 0.8 * self.held_s + 0.2 * took
 
         return give_back
 
@@ -135,32 +144,29 @@ class Runner:
         self.slots = Slots(concurrency)
 
     async def claim(self, limit: int) -> list[ClaimedJob]:
-        """Lease up to `limit` due jobs to this runner."""
+        """Lease up to `limit` due jobs to this runner. The outcomes its writer holds go in the
+        same statement: stored first, then the claim, in one round trip and one commit."""
         token = str(uuid.uuid4())
-        async with self.db.acquire() as conn:
-            if self.fair:
-                # BEGIN and the turn lock in one round trip; the claim then reads a snapshot
-                # taken after the lock, so it sees every earlier claim's running jobs.
-                await conn.execute(f"BEGIN; {QUERIES['claim_turn']}")
-                try:
-                    rows = await conn.fetch(
-                        QUERIES["claim"],
-                        limit,
-                        token,
-                        self.invocation_id,
-                        float(self.lease_s),
-                        self.client_concurrency,
-                    )
-                except BaseException:
-                    # A broken connection cannot roll back: the pool discards it.
-                    with contextlib.suppress(Exception):
-                        await conn.execute("ROLLBACK")
-                    raise
-                await conn.execute("COMMIT")
-            else:
+        batch = self.outcomes.take()
+        try:
+            async with self.db.acquire() as conn:
                 rows = await conn.fetch(
-                    QUERIES["claim_fifo"], limit, token, self.invocation_id, float(self.lease_s)
+                    QUERIES["claim"],
+                    *outcome_arrays([record for record, _ in batch]),
+                    limit,
+                    token,
+                    self.invocation_id,
+                    float(self.lease_s),
+                    self.client_concurrency,
+                    self.fair,
                 )
+        except Exception:
+            self.outcomes.give_back(batch)
+            raise
+        except BaseException:
+            self.outcomes.settle(batch, None)
+            raise
+        self.outcomes.settle(batch, {r["id"] for r in rows if r["stored"]})
         return [
             ClaimedJob(
                 r["id"],
@@ -175,6 +181,7 @@ class Runner:
                 token,
             )
             for r in rows
+            if not r["stored"]
         ]
 
     async def count_due(self) -> tuple[int, float]:
@@ -195,8 +202,8 @@ class Runner:
             while True:
                 left = deadline - loop.time()
                 out_of_time = left < MIN_CLAIM_S
-                if not out_of_time:
-                    await attempts.fill()
+                # Out of time, the fill only stores the outcomes it holds.
+                await attempts.fill(claim=not out_of_time)
                 if not attempts.in_flight:
                     break
                 # Past the budget and its grace, stop waiting: the rest is cancelled below.
@@ -230,6 +237,9 @@ class Runner:
     async def cancel_attempts(self, tasks: set[asyncio.Task[Outcome]]) -> list[Outcome]:
         """Cancel these attempts; each cancelled one releases its own job. The outcomes of
         those that ended within CANCEL_GRACE_S."""
+        # One turn of the loop first: an attempt cancelled before it began would never run
+        # the code that releases its job.
+        await asyncio.sleep(0)
         for task in tasks:
             task.cancel()
         if not tasks:
@@ -345,7 +355,18 @@ class Runner:
 class SlotLoop:
     """The claim and wait that the runner and the worker share: claim a job for each free slot
     and start it, then wait until a slot frees, an attempt ends or something the caller also
-    waits on happens; at the end, cancel what is still in flight."""
+    waits on happens; at the end, cancel what is still in flight.
+
+    While it turns, the runner's writer holds finished outcomes: each freed a slot, so the next
+    claim follows and stores them in its own statement (one round trip for both). Outcomes no
+    claim will carry soon are flushed: by a fill that claims nothing, by a wait that no freed
+    slot ends at once, and at the finish.
+
+    When jobs take less time than a claim's round trip, it claims ahead (up to AHEAD_MAX times
+    its slots more) and starts those jobs as slots free, claiming again once none is left: one
+    statement then stores and claims many more jobs than there are slots. A job claimed ahead
+    that has not started within AHEAD_WAIT_S, or when the loop stops, is given back to
+    `pending` with its attempt, ready at once."""
 
     def __init__(self, runner: Runner, budget_deadline: float = math.inf) -> None:
         self.runner = runner
@@ -353,24 +374,77 @@ class SlotLoop:
         self.in_flight: set[asyncio.Task[Outcome]] = set()
         self.outcomes: Counter[str] = Counter()
         self.stale = 0  # jobs claimed back from a runner whose lease expired
+        self.ready: deque[tuple[ClaimedJob, float]] = deque()  # claimed ahead, when
+        self.given_back: list[asyncio.Future[bool | None]] = []  # their writes, if not started
+        self.round_trip_s = 0.0  # how long the last claim took
         runner.slots.freed.clear()
+        runner.outcomes.hold()
 
-    async def fill(self) -> bool:
-        """Claim a job for each free slot and start it. True when a slot was left empty (or
+    async def fill(self, claim: bool = True) -> bool:
+        """Claim a job for each free slot and start it (`claim` False: only store the held
+        outcomes, and give back what was claimed ahead). True when a slot was left empty (or
         none was free): nothing more is known to be due."""
-        free = self.runner.slots.free
-        if free == 0:
+        if not claim:
+            self.give_back_ready()
+            self.runner.outcomes.flush()
             return True
-        claimed = await self.runner.claim(free)
+        self.start_ready()
+        if self.ready:
+            return False
+        free = self.runner.slots.free
+        limit = free + self.ahead()
+        if limit == 0:
+            self.runner.outcomes.flush()
+            return True
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        claimed = await self.runner.claim(limit)
+        now = loop.time()
+        self.round_trip_s = now - sent
         for job in claimed:
             self.stale += job.stale
-            self.in_flight.add(self.runner.start(job, self.budget_deadline))
-        return not claimed or len(claimed) < free
+            self.ready.append((job, now))
+        self.start_ready()
+        return len(claimed) < limit
+
+    def ahead(self) -> int:
+        """How many jobs to claim beyond the free slots: as many as the slots would run during
+        one round trip, at most AHEAD_MAX times the slots; none when jobs are slow or the
+        lease leaves no room for a wait."""
+        slots, runner = self.runner.slots, self.runner
+        if slots.held_s is None or runner.lease_s - runner.job_timeout_s < 2 * AHEAD_WAIT_S:
+            return 0
+        rounds = self.round_trip_s / max(slots.held_s, 1e-6)
+        return slots.size * min(AHEAD_MAX, int(rounds))
+
+    def start_ready(self) -> None:
+        """Start jobs claimed ahead in the free slots; give back those that waited too long."""
+        slots = self.runner.slots
+        now = asyncio.get_running_loop().time()
+        while self.ready and slots.free > 0:
+            job, claimed_at = self.ready.popleft()
+            if now - claimed_at > AHEAD_WAIT_S:
+                self.give_back(job)
+            else:
+                self.in_flight.add(self.runner.start(job, self.budget_deadline))
+
+    def give_back_ready(self) -> None:
+        while self.ready:
+            self.give_back(self.ready.popleft()[0])
+
+    def give_back(self, job: ClaimedJob) -> None:
+        """A job claimed but never started goes back to `pending` with its attempt."""
+        record = Record(job.id, job.token, Verdict(Action.RELEASE))
+        self.given_back = [f for f in self.given_back if not f.done()]
+        self.given_back.append(self.runner.outcomes.submit(record))
 
     async def wait(self, *also: asyncio.Future[Any], at_most_s: float | None) -> bool:
-        """Wait until a slot frees (its outcome may still be on its way, so the next claim
-        overlaps that write), an attempt ends or one of `also` is done. False: timed out."""
+        """Wait until a slot frees (its outcome then goes with the next claim), an attempt ends
+        or one of `also` is done. False: timed out."""
         slots = self.runner.slots
+        if not slots.freed.is_set() and not self.ready:
+            # No slot freed since the last wait: no claim is about to carry what is held.
+            self.runner.outcomes.flush()
         freed = asyncio.ensure_future(slots.freed.wait())
         try:
             done, _ = await asyncio.wait(
@@ -389,8 +463,14 @@ class SlotLoop:
         return bool(done)
 
     async def finish_in_flight(self, grace_s: float = 0.0) -> None:
-        """Give the attempts in flight `grace_s` to end, then cancel the rest."""
+        """Give back what was claimed ahead; give the attempts in flight `grace_s` to end, then
+        cancel the rest."""
+        self.give_back_ready()
+        self.runner.outcomes.release()
         if self.in_flight and grace_s > 0:
             await asyncio.wait(self.in_flight, timeout=grace_s)
         self.outcomes.update(await self.runner.cancel_attempts(self.in_flight))
         self.in_flight = set()
+        # Stored (or failed) before the caller answers: no job claimed ahead is left running.
+        await asyncio.gather(*self.given_back)
+        self.given_back = []

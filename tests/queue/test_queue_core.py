@@ -11,7 +11,7 @@ from app.db import Database
 from app.queue import Discard, JobContext, JobSpec, Registry, RetryLater, Runner
 from app.queue.enqueue import enqueue, enqueue_many
 from app.queue.outcomes import Action, OutcomeWriter, Record, Verdict
-from app.queue.runner import SlotLoop
+from app.queue.runner import AHEAD_WAIT_S, SlotLoop
 
 jobs = Registry()
 ran: list[int] = []
@@ -214,15 +214,16 @@ async def test_an_outcome_that_cannot_be_written_is_reported_not_raised(database
     assert await db.fetchval("SELECT status FROM jobs WHERE id = $1", job.id) == "running"
 
 
-async def test_a_slot_frees_when_its_handler_is_done_not_when_its_outcome_is_stored(database, db):
-    # The first outcome's write is held until the third job runs: with one slot, that only
-    # happens if each next job is claimed while the earlier outcomes are still on their way.
-    third_ran = asyncio.Event()
+async def test_the_next_claim_stores_the_outcomes_that_freed_its_slots(database, db):
+    # One slot: a job's outcome is stored by the claim that takes the next job, in the same
+    # statement, so the writer never writes on its own. (Quick jobs may be claimed ahead: the
+    # third may come with the second, before the second's outcome is stored.)
     started: list[int] = []
+    writes: list[int] = []
 
-    class HeldWriter(OutcomeWriter):
+    class CountingWriter(OutcomeWriter):
         async def write(self, records):
-            await third_ran.wait()
+            writes.append(len(records))
             return await super().write(records)
 
     local = Registry()
@@ -230,17 +231,23 @@ async def test_a_slot_frees_when_its_handler_is_done_not_when_its_outcome_is_sto
     @local.handler("step", dedupe="active")
     async def step(ctx: JobContext) -> None:
         started.append(await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'succeeded'"))
-        if len(started) == 3:
-            third_ran.set()
 
     async with database.acquire() as conn:
         await enqueue_many(conn, "step", [JobSpec(k) for k in "abc"], registry=local)
     one = Runner(database, registry=local, concurrency=1, job_timeout_s=5, lease_s=10)
-    one.outcomes = HeldWriter(database)
+    one.outcomes = CountingWriter(database)
     summary = await asyncio.wait_for(one.drain(10), 20)
     assert summary.outcomes["succeeded"] == 3
-    assert started == [0, 0, 0]  # no outcome was stored before the third job started
+    assert started[:2] == [0, 1] and started[2] in (1, 2)
+    assert writes == [], "every outcome went with a claim"
     assert await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'succeeded'") == 3
+
+    # Outside a slot loop, an outcome is written on its own at once.
+    async with database.acquire() as conn:
+        await enqueue(conn, "step", "d", registry=local)
+    [job] = await one.claim(1)
+    assert await one.outcomes.submit(Record(job.id, job.token, Verdict(Action.COMPLETE)))
+    assert writes == [1]
 
 
 async def test_outcomes_unexpected_errors_discard_and_retry_later(database, db):
@@ -332,3 +339,54 @@ async def test_the_slot_loop_fills_free_slots_and_releases_what_it_cancels(datab
         ("succeeded", 1, 2),
         ("pending", 0, 2),
     }
+
+
+async def test_quick_jobs_are_claimed_ahead_and_what_waits_is_given_back(database, db):
+    """Jobs quicker than a claim are claimed ahead of the free slots; one not started within
+    AHEAD_WAIT_S, or still waiting when the loop stops, goes back to pending with its attempt."""
+    local = Registry()
+    let_go = asyncio.Event()
+
+    @local.handler("hold", dedupe="active")
+    async def hold(ctx: JobContext) -> None:
+        await let_go.wait()
+
+    async with database.acquire() as conn:
+        await enqueue_many(conn, "hold", [JobSpec(k) for k in "abcdefgh"], registry=local)
+    one = Runner(database, registry=local, concurrency=1, job_timeout_s=5, lease_s=10)
+    attempts = SlotLoop(one)
+
+    async def next_turn() -> bool:
+        # The running job ends: its slot frees and the loop fills it, with no claim ahead.
+        let_go.set()
+        await attempts.wait(at_most_s=5)
+        let_go.clear()
+        attempts.round_trip_s = 0.0
+        return await attempts.fill()
+
+    try:
+        # As if each job so far had taken a microsecond and the last claim a second.
+        one.slots.held_s, attempts.round_trip_s = 1e-6, 1.0
+        assert attempts.ahead() == 3
+        assert await attempts.fill() is False
+        assert len(attempts.in_flight) == 1 and len(attempts.ready) == 3
+        assert await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'running'") == 4
+
+        # The next job starts from those claimed ahead, with no claim.
+        assert await next_turn() is False and len(attempts.ready) == 2
+        # One claimed ahead waited too long: it is given back and the next one starts instead.
+        job, claimed_at = attempts.ready[0]
+        attempts.ready[0] = (job, claimed_at - 2 * AHEAD_WAIT_S)
+        await next_turn()
+        assert not attempts.ready
+    finally:
+        await attempts.finish_in_flight()
+        let_go.set()
+    rows = await db.fetch("SELECT status, attempts, count(*) AS n FROM jobs GROUP BY 1, 2")
+    # Two ran; the third was cancelled and released; the one that waited too long was given
+    # back; four were never claimed.
+    assert {(r["status"], r["attempts"], r["n"]) for r in rows} == {
+        ("succeeded", 1, 2),
+        ("pending", 0, 6),
+    }
+    assert attempts.outcomes == {"succeeded": 2, "released": 1}

@@ -75,7 +75,10 @@ async def test_sigterm_finishes_or_releases_every_job_and_exits_zero(
 async def test_two_workers_over_500_jobs_run_each_once(service, sandbox, start_worker, db):
     state, _ = sandbox
     leads = await sms_only_leads(service, 500)
-    workers = [start_worker(runner_concurrency=4) for _ in range(2)]
+    # One client's jobs, its cap above both workers' slots: the workers claim side by side.
+    # (Under a cap that binds, a worker storing an outcome claims the place it frees in the
+    # same statement, so one worker may keep all of a client's places.)
+    workers = [start_worker(runner_concurrency=4, client_concurrency=8) for _ in range(2)]
     await sync_leads(service, leads)
 
     async def all_done() -> bool:
