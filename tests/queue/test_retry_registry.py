@@ -125,6 +125,9 @@ CONTRACT_TYPES = {
     "reactivations_tick": "forever",
     "followup_send": "forever",
     "reactivation_send": "forever",
+    # Step 10: a Twilio text and a Resend email.received, each kept once forever.
+    "sms_inbound": "forever",
+    "resend_inbound": "forever",
 }
 
 
