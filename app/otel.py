@@ -4,8 +4,8 @@ What is exported, and nothing else:
 
 - FastAPI's own server span for each request (FastAPI traces requests once given a tracer
   provider: app/main.py);
-- a span for each database query (asyncpg's instrumentation: the statement, never its
-  parameters);
+- a span for each database query inside a trace (asyncpg's instrumentation: the statement,
+  never its parameters); a query outside any trace (a worker's poll) is left out;
 - `job <type>`: one span per attempt, linked to the trace that enqueued the job (the
   `traceparent` stored with it), with job.id, job.type, job.attempt, outcome, client.id,
   runner.invocation_id and job.queue_wait_s (how long it was due before this attempt started);
@@ -35,7 +35,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
@@ -104,7 +104,9 @@ class Tracing:
         # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, when set, name the service instead.
         named = os.environ.get("OTEL_SERVICE_NAME")
         self.provider = TracerProvider(
-            resource=Resource.create({} if named else {"service.name": SCOPE})
+            resource=Resource.create({} if named else {"service.name": SCOPE}),
+            # The SDK's own reading of OTEL_TRACES_SAMPLER (default: parent-based, always on).
+            sampler=NoOrphanQueries(sampling._get_from_env_or_default()),  # noqa: SLF001
         )
         if exporter is None:
             self.exporter: SpanExporter = _otlp_exporter(settings)
@@ -205,6 +207,39 @@ async def _link_enqueue(span: Any, found: asyncio.Future[Any]) -> None:
     enqueued = parse_traceparent(traceparent)
     if enqueued is not None:
         span.add_link(enqueued, {"handoff.link": "enqueued"})
+
+
+class NoOrphanQueries(sampling.Sampler):
+    """Leaves out a query that belongs to no trace (a worker's poll for jobs, its LISTEN, an
+    enqueue outside any request or attempt): one trace of one span each, every second, would
+    bury the traces that matter. Every other span is the configured sampler's to decide."""
+
+    def __init__(self, inner: sampling.Sampler) -> None:
+        self.inner = inner
+
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> sampling.SamplingResult:
+        if (
+            kind is SpanKind.CLIENT
+            and attributes
+            and ("db.system" in attributes or "db.system.name" in attributes)
+            and not trace.get_current_span(parent_context).get_span_context().is_valid
+        ):
+            return sampling.SamplingResult(sampling.Decision.DROP)
+        return self.inner.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"NoOrphanQueries{{{self.inner.get_description()}}}"
 
 
 class _JobTraces:
