@@ -194,11 +194,14 @@ class Tracing:
 async def _link_enqueue(span: Any, found: asyncio.Future[Any]) -> None:
     """Add the link to the enqueuing trace and the queue wait, once the read is back. An
     attempt that is over is not cut short by a cancel here: its outcome is already known."""
-    try:
-        row = await asyncio.wait_for(asyncio.shield(found), LOOKUP_WAIT_S)
-    except (TimeoutError, asyncio.CancelledError):
-        found.cancel()
-        return
+    if found.done():
+        row = found.result()
+    else:
+        try:
+            row = await asyncio.wait_for(asyncio.shield(found), LOOKUP_WAIT_S)
+        except (TimeoutError, asyncio.CancelledError):
+            found.cancel()
+            return
     if row is None:
         return
     traceparent, wait_s = row

@@ -55,7 +55,9 @@ from bench.http import (
 )
 
 TRACING_DB = "bench_handoff_tracing"
-MODES = ["off", "on, exporting"]
+MODES = ["off", "on, exporting", "on, 10 % sampled"]
+# The standard variables that sample one trace in ten (its spans' children follow the root).
+SAMPLED = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
 CALLERS = 32
 # API_TOKEN must be at least 16 characters; B3's own is shorter, so its scripts get this one.
 API_TOKEN = "bench-tracing-token-0123"  # noqa: S105 - for a server bound to loopback
@@ -122,20 +124,31 @@ async def sink_stats(base: str) -> dict[str, int]:
         return (await client.get(f"{base}/stats")).json()
 
 
+def mode_env(mode: str) -> dict[str, str]:
+    return SAMPLED if mode == MODES[2] else {}
+
+
 @contextlib.contextmanager
-def traced(on: bool, endpoint: str):
-    """Tracing on (exporting to `endpoint`) for the block, in this process; off otherwise."""
-    if not on:
+def traced(mode: str, endpoint: str):
+    """Tracing as `mode` says for the block, in this process (exporting to `endpoint`)."""
+    if mode == "off":
         yield
         return
     from app import tracing
     from app.settings import Settings as AppSettings
 
+    saved = {name: os.environ.get(name) for name in SAMPLED}
+    os.environ.update(mode_env(mode))
     tracing.setup(AppSettings(otel_exporter_otlp_endpoint=endpoint))
     try:
         yield
     finally:
         tracing.shutdown()  # exports what is queued: after the timing, not part of it
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 # --- the rows ---------------------------------------------------------------------------------
@@ -204,12 +217,12 @@ async def seed(base: str, leads: int) -> None:
             r.raise_for_status()
 
 
-def app_env(url: str, endpoint: str | None) -> dict[str, str]:
+def app_env(url: str, mode: str, endpoint: str) -> dict[str, str]:
     """The app's environment: this database, and the endpoint when tracing is on."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env |= {"DATABASE_URL": url, "API_TOKEN": API_TOKEN, "PYTHONUNBUFFERED": "1"}
-    if endpoint:
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    if mode != "off":
+        env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, **mode_env(mode)}
     return env
 
 
@@ -253,27 +266,29 @@ async def _measure(url: str, endpoint: str, cfg: Settings) -> list[Row]:
     # B1 and B4, in this process.
     for r in range(cfg.rounds):
         for mode in rotated(MODES, r):
-            on = mode != "off"
+            # Spans that arrived, counted for the mode that traces everything.
+            counted = mode == MODES[1]
             await reset_handoff(url)
             await checkpoint()
-            with traced(on, endpoint):
+            with traced(mode, endpoint):
                 b1[mode].append(await enqueue_rate(url, enqueue_s))
-            if on:
-                arrived["B1"].append((await sink_stats(endpoint))["spans"])
-            with traced(on, endpoint):
+            spans = (await sink_stats(endpoint))["spans"]
+            if counted:
+                arrived["B1"].append(spans / (b1[mode][-1] * enqueue_s))
+            with traced(mode, endpoint):
                 b4[mode].append(await drain_rate(url, count))
-            if on:
-                arrived["B4"].append((await sink_stats(endpoint))["spans"] / count)
+            spans = (await sink_stats(endpoint))["spans"]
+            if counted:
+                arrived["B4"].append(spans / count)
 
-    # B3: two servers on one database, one with the endpoint set; each (round, mode) syncs
-    # leads of its own.
+    # B3: a server per mode on one database; each (round, mode) syncs leads of its own.
     stride = cfg.pick(6_000, 3_000)
     await reset_handoff(url)
     ports = {mode: free_port() for mode in MODES}
     bases = {mode: f"http://127.0.0.1:{port}" for mode, port in ports.items()}
     async with contextlib.AsyncExitStack() as stack:
         for mode in MODES:
-            env = app_env(url, endpoint if mode != "off" else None)
+            env = app_env(url, mode, endpoint)
             await stack.enter_async_context(
                 subprocess_server(uvicorn_args(ports[mode]), env, f"{bases[mode]}/healthz")
             )
@@ -302,10 +317,9 @@ async def _measure(url: str, endpoint: str, cfg: Settings) -> list[Row]:
                 if mode != "off":
                     # The batch processor exports every 5 s: wait for its last export.
                     await asyncio.sleep(6)
-                    stats = await sink_stats(endpoint)
+                stats = await sink_stats(endpoint)
+                if mode == MODES[1]:
                     arrived["B3"].append(stats["spans"] / (dup["requests"] + new["requests"]))
-                else:
-                    await sink_stats(endpoint)
 
     on = MODES[1]
     note = "on: the otel extra exporting over OTLP/HTTP to a loopback collector stand-in"
@@ -318,8 +332,11 @@ async def _measure(url: str, endpoint: str, cfg: Settings) -> list[Row]:
             label,
             unit,
             samples,
-            [Check("on / off", per_round(samples[on], samples["off"]), 0.5)],
-            notes=[note],
+            [
+                Check("on / off", per_round(samples[on], samples["off"]), 0.5),
+                Check("sampled / off", per_round(samples[MODES[2]], samples["off"]), None),
+            ],
+            notes=[note, "10 % sampled: OTEL_TRACES_SAMPLER=parentbased_traceidratio, arg 0.1"],
             extra=extra,
             reference="off",
             short=short,
@@ -331,7 +348,7 @@ async def _measure(url: str, endpoint: str, cfg: Settings) -> list[Row]:
             "jobs/s",
             b1,
             "enqueue, traced",
-            spans_arrived=arrived["B1"],
+            spans_per_enqueue_arrived=arrived["B1"],
         ),
         row(
             "B3 with tracing: POST /sync, deduplicated (wrk, 64 connections)",

@@ -292,3 +292,13 @@ def test_the_export_path_masks_what_log_lines_mask_and_drops_exception_text():
     assert dict(event.attributes) == {"exception.type": "ValueError", "exception.escaped": "False"}
     assert second.status.status_code == StatusCode.ERROR and not second.status.description
     assert dict(second.links[0].attributes) == {"to": "[phone]"}
+
+
+async def test_a_query_is_traced_inside_a_trace_and_left_out_outside_any(spans, db):
+    await db.fetchval("SELECT 1")  # a worker's poll, say: no trace of its own
+    assert spans.get_finished_spans() == ()
+    with tracing._tracing.tracer.start_as_current_span("request") as parent:
+        await db.fetchval("SELECT 2")
+    query, request = spans.get_finished_spans()
+    assert request.name == "request" and query.attributes["db.system"] == "postgresql"
+    assert query.parent.span_id == parent.get_span_context().span_id
