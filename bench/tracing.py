@@ -8,8 +8,13 @@ after each measurement, to count the spans that arrived. The SDK's batch process
 its defaults (a queue of 2,048 spans, 512 per export, every 5 s): spans beyond its queue are
 dropped, as they would be in production, and the row says how many arrived.
 
-Each row measures off and on in the same rounds, in turn, so the ratio is what to read on a
-shared machine.
+A third mode samples one trace in ten with the standard variables
+(OTEL_TRACES_SAMPLER=parentbased_traceidratio, OTEL_TRACES_SAMPLER_ARG=0.1): an unsampled
+span is still made, but neither recorded nor exported.
+
+B1 runs each enqueue in a span of its own when tracing is on, standing for the request that
+enqueues (a query outside any trace is not traced). Each row measures the modes in the same
+rounds, in turn, so the ratios are what to read on a shared machine.
 
     python -m bench.tracing sink PORT     # the collector stand-in alone
 """
