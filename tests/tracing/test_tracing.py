@@ -302,3 +302,77 @@ async def test_a_query_is_traced_inside_a_trace_and_left_out_outside_any(spans, 
     query, request = spans.get_finished_spans()
     assert request.name == "request" and query.attributes["db.system"] == "postgresql"
     assert query.parent.span_id == parent.get_span_context().span_id
+
+
+async def test_a_cancelled_attempt_releases_its_job_and_ends_its_span(spans, database_url, db):
+    import asyncio
+
+    from app.db import Database
+    from app.queue import JobContext, Registry, Runner, enqueue
+
+    jobs = Registry()
+    started = asyncio.Event()
+
+    @jobs.handler("slow", dedupe="active")
+    async def slow(ctx: JobContext) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    database = await Database.open(database_url)
+    try:
+        with tracing._tracing.tracer.start_as_current_span("request"):
+            async with database.acquire() as conn:
+                job = await enqueue(conn, "slow", "k", registry=jobs)
+        runner = Runner(database, registry=jobs, concurrency=1, job_timeout_s=60, lease_s=90)
+        [claimed] = await runner.claim(1)
+        task = runner.start(claimed)
+        await asyncio.wait_for(started.wait(), 10)
+        assert await runner.cancel_attempts({task}) == ["released"]
+    finally:
+        await database.close()
+    assert await db.fetchval("SELECT status FROM jobs WHERE id = $1", int(job.id)) == "pending"
+    [attempt] = named(spans.get_finished_spans(), "job slow")
+    assert attempt.attributes["outcome"] == "released" and len(attempt.links) == 1
+
+
+def test_spans_reach_an_otlp_http_collector_at_the_endpoint():
+    """The real exporter, to a collector stand-in on loopback: the spans arrive at /v1/traces
+    as OTLP protobuf."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    received: list[tuple[str, str, bytes]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers["Content-Type"], body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        tracing.setup(Settings(otel_exporter_otlp_endpoint=endpoint))
+        with tracing._tracing.tracer.start_as_current_span("job conversation_sync"):
+            pass
+        tracing.shutdown()  # exports what is queued
+    finally:
+        tracing.shutdown()
+        server.shutdown()
+    [(path, content_type, body)] = received
+    assert (path, content_type) == ("/v1/traces", "application/x-protobuf")
+    request = ExportTraceServiceRequest.FromString(body)
+    [resource] = request.resource_spans
+    service = {a.key: a.value.string_value for a in resource.resource.attributes}
+    assert service["service.name"] == "handoff"
+    assert [s.name for s in resource.scope_spans[0].spans] == ["job conversation_sync"]
