@@ -61,7 +61,7 @@ SCOPE = "handoff"
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 # How long an attempt that is done waits for its job's traceparent before its span ends
 # without the link (the read runs beside the handler; it is late only when the database is).
-LOOKUP_WAIT_S = 1.0
+LOOKUP_WAIT_S = 2.0
 # The traceparent and queue wait of the jobs just claimed, in one read per batch: the claim
 # set started_at, so started_at - run_at is how long the job was due before it started.
 JOB_TRACES = """

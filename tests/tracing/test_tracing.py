@@ -376,3 +376,36 @@ def test_spans_reach_an_otlp_http_collector_at_the_endpoint():
     service = {a.key: a.value.string_value for a in resource.resource.attributes}
     assert service["service.name"] == "handoff"
     assert [s.name for s in resource.scope_spans[0].spans] == ["job conversation_sync"]
+
+
+async def test_a_workers_attempt_is_a_root_span_linked_to_its_enqueue(spans, database_url, db):
+    import asyncio
+
+    from app.db import Database
+    from app.queue import JobContext, Registry, Runner, enqueue
+    from app.queue.worker import Worker
+
+    jobs = Registry()
+    done = asyncio.Event()
+
+    @jobs.handler("quick", dedupe="active")
+    async def quick(ctx: JobContext) -> None:
+        done.set()
+
+    database = await Database.open(database_url)
+    stop = asyncio.Event()
+    try:
+        runner = Runner(database, registry=jobs, concurrency=2, job_timeout_s=10, lease_s=20)
+        worker = asyncio.create_task(Worker(runner, None, poll_interval_s=0.1, grace_s=1).run(stop))
+        with tracing._tracing.tracer.start_as_current_span("request") as request:
+            async with database.acquire() as conn:
+                await enqueue(conn, "quick", "k", registry=jobs)
+        await asyncio.wait_for(done.wait(), 10)
+        stop.set()
+        await asyncio.wait_for(worker, 10)
+    finally:
+        stop.set()
+        await database.close()
+    [attempt] = named(spans.get_finished_spans(), "job quick")
+    assert attempt.parent is None and attempt.attributes["outcome"] == "succeeded"
+    assert [link.context.span_id for link in attempt.links] == [request.get_span_context().span_id]
