@@ -119,7 +119,8 @@ class Tracing:
         self.tracer = self.provider.get_tracer(SCOPE)
         self._asyncpg = AsyncPGInstrumentor()
         self._asyncpg.instrument(tracer_provider=self.provider)
-        self._lookups: weakref.WeakKeyDictionary[Database, _JobTraces] = weakref.WeakKeyDictionary()
+        # One reader per runner: the attempts of one claim start together and share a read.
+        self._lookups: weakref.WeakKeyDictionary[Runner, _JobTraces] = weakref.WeakKeyDictionary()
         hooks.traceparent = current_traceparent
         hooks.attempt_observer = self.observe_attempt
 

@@ -13,6 +13,7 @@ the OpenTelemetry side, and plugs it into the queue's hooks (app/queue/hooks.py)
 from __future__ import annotations
 
 import logging
+import os
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,9 @@ def setup(settings: Settings, *, exporter: Any = None) -> Any:
     if _tracing is not None:
         return _tracing.provider
     if exporter is None and not settings.otel_exporter_otlp_endpoint:
+        return None
+    # The standard switch that turns the SDK off whatever else is set.
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     try:
         from app import otel

@@ -253,6 +253,12 @@ def test_the_endpoint_turns_tracing_on_with_the_otlp_exporter():
     assert not tracing.enabled() and tracing.fastapi_telemetry() is None
 
 
+def test_otel_sdk_disabled_keeps_tracing_off(monkeypatch):
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert tracing.setup(Settings(otel_exporter_otlp_endpoint="http://127.0.0.1:4318")) is None
+    assert not tracing.enabled()
+
+
 def test_a_bad_endpoint_is_refused_by_name():
     with pytest.raises(ValueError, match="otel_exporter_otlp_endpoint"):
         Settings(otel_exporter_otlp_endpoint="127.0.0.1:4318")
