@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from app import tracing
 from app.background import Background
 from app.db import Database
 from app.metrics import RUNNER_KICKS
@@ -193,7 +194,7 @@ class Kicker:
     ) -> None:
         processed = 0
         try:
-            summary = await runner.drain(budget_s)
+            summary = await tracing.drain(runner, budget_s)
             processed = sum(summary.outcomes.values())
         finally:
             due = await self.slots.release(token, since)

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app import tracing
 from app.api import (
     cron,
     dashboard,
@@ -43,11 +44,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.db = runtime.db
             yield
 
+    # With OTEL_EXPORTER_OTLP_ENDPOINT set (and the otel extra), FastAPI traces each request
+    # on handoff's tracer provider.
+    tracing.setup(settings)
+    telemetry = tracing.fastapi_telemetry()
     app = FastAPI(
         title="handoff",
         summary="Take slow work off a web app's request path.",
         version="0.1.0",
         lifespan=lifespan,
+        **({"telemetry": telemetry} if telemetry else {}),
     )
     errors.install(app)
     app.add_middleware(

@@ -161,12 +161,27 @@ class Settings(BaseSettings):
     runner_kick_url: str | None = None
     # Kicked runners on their way or running at once, across every process.
     runner_kick_max: int = Field(4, ge=1, le=64)
+    # Tracing (app/tracing.py): spans go to this OTLP/HTTP collector (e.g.
+    # http://127.0.0.1:4318); unset, tracing is off. Needs the `otel` extra. The other standard
+    # OTEL_* variables (OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_HEADERS, OTEL_TRACES_SAMPLER…) are
+    # read by the OpenTelemetry SDK itself.
+    otel_exporter_otlp_endpoint: str | None = None
     # Set by Vercel itself (system environment variables): where the kick goes by default,
     # and the secret that lets it past Deployment Protection.
     vercel_env: str | None = None
     vercel_url: str | None = None
     vercel_project_production_url: str | None = None
     vercel_automation_bypass_secret: str | None = None
+
+    @field_validator("otel_exporter_otlp_endpoint")
+    @classmethod
+    def _otlp_endpoint(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s):// URL")
+        return value
 
     @field_validator("database_url", "database_direct_url")
     @classmethod

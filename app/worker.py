@@ -15,6 +15,7 @@ import uuid
 
 import asyncpg
 
+from app import tracing
 from app.db import Database, asyncpg_dsn
 from app.queue.retention import schedule_pruning
 from app.queue.worker import Worker
@@ -30,6 +31,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     invocation_id = f"worker-{uuid.uuid4().hex[:12]}"
     # Every line this worker logs, its notifier's and pruning's included, names it.
     log_context(invocation_id=invocation_id)
+    tracing.setup(settings)
     async with open_runtime(settings) as runtime:
         if settings.listens_through_pooler:
             # A transaction-mode pooler runs LISTEN on whichever server connection that

@@ -65,6 +65,8 @@ def floor_enqueue_script(notify: bool | None = None) -> str:
             5: "'{}'",
             6: "5",
             7: "NULL",
+            8: "0",  # priority
+            9: "NULL",  # traceparent
         },
     ).rstrip(";\n")
     head = "\\set r random(1, 1099511627775)\n"
@@ -186,6 +188,9 @@ class Systems:
                         None,
                         None,
                         None,
+                        None,  # each row's priority
+                        0,  # the type's priority
+                        None,  # traceparent
                     )
 
             close = db.close

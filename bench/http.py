@@ -40,7 +40,7 @@ from bench.common import (
 )
 
 HTTP_DB = "bench_handoff_http"
-TOKEN = "bench-token"  # noqa: S105 - a throwaway token for a server bound to loopback
+TOKEN = "bench-token-0123456789"  # noqa: S105 - a throwaway token for a server bound to loopback
 CONNECTIONS = 64
 CLIENT = "bench"
 

@@ -3,7 +3,8 @@
 The benchmarks, by report label and name: B1 single_enqueue, B2 bulk_enqueue, B3 http_sync,
 B4 drain_noop, B5 drain_http, B6 budget_fidelity, B7 budget_utilization, B8 pickup_latency,
 B9 claim_vs_table_size, B10 enqueue_with_listeners, B11 real_handler_drain, B12
-drain_at_2ms_rtt, B13 kick_latency, B14 noisy_neighbour, B15 fairness_cost, B16 rate_limit.
+drain_at_2ms_rtt, B13 kick_latency, B14 noisy_neighbour, B15 fairness_cost, B16 rate_limit,
+B17 tracing_cost.
 
 A full run writes bench/results.json, BENCHMARKS.md and docs/bench.png; `--only` re-measures
 the named benchmarks and merges them into the existing results (each row keeps the time and
@@ -29,7 +30,19 @@ from typing import Any
 
 import asyncpg
 
-from bench import budget, drain, enqueue, fair, handlers, http, kick, latency, netdelay, report
+from bench import (
+    budget,
+    drain,
+    enqueue,
+    fair,
+    handlers,
+    http,
+    kick,
+    latency,
+    netdelay,
+    report,
+    tracing,
+)
 from bench.common import (
     ADMIN_URL,
     DB_PREFIX,
@@ -65,6 +78,7 @@ BENCHMARKS: dict[str, Family] = {
     "B14": fair.noisy_neighbour,
     "B15": fair.fairness_cost,
     "B16": fair.rate_limit,
+    "B17": tracing.tracing_cost,
 }
 # `--only` also takes the functions' names, e.g. `--only drain_noop`.
 BY_NAME = {family.__name__: bench_id for bench_id, family in BENCHMARKS.items()}
@@ -79,6 +93,7 @@ PACKAGES = [
     "psycopg-pool",
     "pgqueuer",
     "matplotlib",
+    "opentelemetry-sdk",
 ]
 
 

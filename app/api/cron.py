@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from fastapi import Header, Query, Request
 from fastapi.responses import JSONResponse
 
+from app import tracing
 from app.api.deps import DbDep, SettingsDep, cron_router, error
 from app.api.errors import ApiError
 from app.db import Database
@@ -76,5 +77,5 @@ async def background_jobs(
         await schedule_pruning(
             conn, settings.job_retention_days, settings.failed_job_retention_days
         )
-    summary = await runtime.runner().drain(budget)
+    summary = await tracing.drain(runtime.runner(), budget)
     return RunnerSummary(**summary.as_dict())

@@ -180,6 +180,8 @@ jobs = Table(
         "id",
         postgresql_where=text("status = 'pending'"),
     ),
+    # 0011_job_traceparent
+    Column("traceparent", Text),
     postgresql_with={
         "autovacuum_vacuum_scale_factor": 0.02,
         "autovacuum_vacuum_threshold": 500,

@@ -14,6 +14,7 @@ from typing import Any, Protocol, Self, TypeVar
 import httpx
 from pydantic import BaseModel, Field, ValidationError
 
+from app import tracing
 from app.metrics import PROVIDER_CALLS, status_class
 from app.providers.errors import (
     MAX_RETRY_AFTER_S,
@@ -125,26 +126,32 @@ async def request_json(
     # httpx's timeouts bound each read, so a body dripped one byte at a time never trips
     # them; asyncio.timeout bounds the whole call. Causes are dropped (`from None`) because
     # httpx errors can quote the URL, and the URL can hold a phone number.
-    try:
-        async with asyncio.timeout(timeout_s):
-            response = await http.request(
-                method,
-                url,
-                json=json,
-                data=data,
-                params=params,
-                headers=headers,
-                timeout=timeout_s,
-            )
-    except (httpx.TimeoutException, TimeoutError):
-        PROVIDER_CALLS.labels(provider, "timeout").inc()
-        raise Transient(provider, f"timed out after {timeout_s:g}s") from None
-    except httpx.TransportError:
-        PROVIDER_CALLS.labels(provider, "error").inc()
-        raise Transient(provider, "connection failed") from None
-    except httpx.DecodingError:
-        PROVIDER_CALLS.labels(provider, "error").inc()
-        raise MalformedResponse(provider, "undecodable response body") from None
+    # The call's span (when tracing is on) names the host and path, never the query string.
+    with tracing.provider_call(provider, method, url) as call:
+        try:
+            async with asyncio.timeout(timeout_s):
+                response = await http.request(
+                    method,
+                    url,
+                    json=json,
+                    data=data,
+                    params=params,
+                    headers=headers,
+                    timeout=timeout_s,
+                )
+        except (httpx.TimeoutException, TimeoutError):
+            PROVIDER_CALLS.labels(provider, "timeout").inc()
+            call.failed("timeout")
+            raise Transient(provider, f"timed out after {timeout_s:g}s") from None
+        except httpx.TransportError:
+            PROVIDER_CALLS.labels(provider, "error").inc()
+            call.failed("error")
+            raise Transient(provider, "connection failed") from None
+        except httpx.DecodingError:
+            PROVIDER_CALLS.labels(provider, "error").inc()
+            call.failed("error")
+            raise MalformedResponse(provider, "undecodable response body") from None
+        call.answered(response.status_code)
 
     status = response.status_code
     PROVIDER_CALLS.labels(provider, status_class(status)).inc()

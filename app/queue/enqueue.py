@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from app.metrics import JOBS_ENQUEUED
-from app.queue import notify
+from app.queue import hooks, notify
 from app.queue.registry import Registry, registry
 from app.queue.sql import QUERIES
 
@@ -96,6 +96,7 @@ async def enqueue(
         handler.max_attempts,
         run_at,
         handler.priority if priority is None else priority,
+        hooks.traceparent(),
     )
     JOBS_ENQUEUED.labels(type, _flag(row["deduplicated"])).inc()
     if not row["deduplicated"] and _due(run_at):
@@ -133,6 +134,7 @@ async def enqueue_many(
         _column([n if (n := counts[key]) > 1 else None for key in ordered]),
         _column([s.priority for s in unique]),
         handler.priority,
+        hooks.traceparent(),
     )
     by_key = {
         r["dedupe_key"]: Enqueued(

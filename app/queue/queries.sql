@@ -3,9 +3,11 @@
 -- and returns the live job; xmax <> 0 tells an updated (deduplicated) row from a fresh insert.
 -- A duplicate asked for at a higher priority (a person's /sync of a lead whose bulk sync is
 -- still pending) raises the live job's: lower runs first.
+-- $9, the enqueuing trace's W3C traceparent (NULL when tracing is off), is set on insert only:
+-- the update leaves a live job's own.
 INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts,
-                       run_at, priority)
-VALUES ($1, $2, 'active', $3, $4, $5::jsonb, $6, coalesce($7::timestamptz, now()), $8)
+                       run_at, priority, traceparent)
+VALUES ($1, $2, 'active', $3, $4, $5::jsonb, $6, coalesce($7::timestamptz, now()), $8, $9)
 ON CONFLICT (dedupe_key) WHERE dedupe_scope = 'active' AND status IN ('pending', 'running')
 DO UPDATE SET enqueue_count = j.enqueue_count + 1, priority = least(j.priority, excluded.priority)
 RETURNING j.id, j.type, j.status, (j.xmax <> '0'::xid) AS deduplicated
@@ -13,8 +15,8 @@ RETURNING j.id, j.type, j.status, (j.xmax <> '0'::xid) AS deduplicated
 -- enqueue_forever --
 -- Same as enqueue_active, against the index that keeps a key unique across all rows.
 INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts,
-                       run_at, priority)
-VALUES ($1, $2, 'forever', $3, $4, $5::jsonb, $6, coalesce($7::timestamptz, now()), $8)
+                       run_at, priority, traceparent)
+VALUES ($1, $2, 'forever', $3, $4, $5::jsonb, $6, coalesce($7::timestamptz, now()), $8, $9)
 ON CONFLICT (dedupe_key) WHERE dedupe_scope = 'forever'
 DO UPDATE SET enqueue_count = j.enqueue_count + 1, priority = least(j.priority, excluded.priority)
 RETURNING j.id, j.type, j.status, (j.xmax <> '0'::xid) AS deduplicated
@@ -25,10 +27,11 @@ RETURNING j.id, j.type, j.status, (j.xmax <> '0'::xid) AS deduplicated
 -- one statement; one order avoids deadlocks between overlapping batches), with n = how many
 -- requests each key stands for. A column that is the
 -- same default for every row comes as NULL: unnest pads it with NULLs, coalesce fills them in.
+-- $11: the enqueuing trace's traceparent, for the rows inserted only.
 INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts,
-                       run_at, enqueue_count, priority)
+                       run_at, enqueue_count, priority, traceparent)
 SELECT $1, t.k, 'active', t.c, t.l, coalesce(t.p, '{}')::jsonb, $2, coalesce(t.r, now()),
-       coalesce(t.n, 1), coalesce(t.q, $10)
+       coalesce(t.n, 1), coalesce(t.q, $10), $11
 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::int[],
             $9::int2[])
      AS t(k, c, l, p, r, n, q)
@@ -40,9 +43,9 @@ RETURNING j.id, j.type, j.status, j.dedupe_key, (j.xmax <> '0'::xid) AS deduplic
 -- enqueue_many_forever --
 -- Same as enqueue_many_active, against the forever index.
 INSERT INTO jobs AS j (type, dedupe_key, dedupe_scope, client_id, lead_id, payload, max_attempts,
-                       run_at, enqueue_count, priority)
+                       run_at, enqueue_count, priority, traceparent)
 SELECT $1, t.k, 'forever', t.c, t.l, coalesce(t.p, '{}')::jsonb, $2, coalesce(t.r, now()),
-       coalesce(t.n, 1), coalesce(t.q, $10)
+       coalesce(t.n, 1), coalesce(t.q, $10), $11
 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::int[],
             $9::int2[])
      AS t(k, c, l, p, r, n, q)

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from app.db import Database
 from app.metrics import ATTEMPT_SECONDS, RUNNER_INVOCATIONS
+from app.queue import hooks
 from app.queue.job import ClaimedJob, JobContext
 from app.queue.outcomes import Action, Outcome, OutcomeWriter, Record, Verdict, outcome_arrays
 from app.queue.registry import Registry, UnknownJobType, registry
@@ -250,7 +251,9 @@ class Runner:
     def start(self, job: ClaimedJob, budget_deadline: float = math.inf) -> asyncio.Task[Outcome]:
         """Attempt `job` in a task of its own, holding one slot until its handler is done."""
         give_back = self.slots.take()
-        task = asyncio.create_task(self.attempt(job, budget_deadline, ran=give_back))
+        task = asyncio.create_task(
+            hooks.observed(self, job, self.attempt(job, budget_deadline, ran=give_back))
+        )
         task.add_done_callback(lambda _: give_back())
         return task
 
