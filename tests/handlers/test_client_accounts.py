@@ -277,10 +277,14 @@ async def test_a_clients_rate_per_min_spaces_its_calls_and_a_429_holds_them_off(
     assert await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'failed'") == 0
     gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
     # 120 a minute: a token every 0.5 s (and 3 % more), less what the calls' own latency on
-    # a busy machine moves them; the 429 held the bucket for 2 s (a call that had already
-    # reserved its token may still go meanwhile).
-    assert min(gaps) >= 0.5 - 0.1, gaps
-    assert max(gaps) >= 1.5, gaps
+    # a busy machine moves them (unlimited, they would come together).
+    assert min(gaps) >= 0.5 - 0.2, gaps
+    # The first call drew the 429: its Retry-After held the account for 2 s. Only a call that
+    # had already reserved its token may go meanwhile (at 0.5 s, 1.0 s and 1.5 s they would
+    # without it); the margin is for the calls' own latency, not for the hold.
+    assert len(times) >= 5, times
+    held_off = [t - times[0] for t in times[1:] if t < times[0] + 2 - 0.1]
+    assert len(held_off) <= 1, (held_off, gaps)
     # Throttled attempts were given back: only the 429's attempt was used up.
     attempts = await db.fetch("SELECT attempts FROM jobs WHERE payload->>'channel' = 'sms'")
     assert sorted(r["attempts"] for r in attempts) == [1, 1, 1, 2]
