@@ -54,3 +54,32 @@ async def test_a_get_on_a_dropped_connection_fails_once_and_is_not_resent():
         assert requests == 2
     finally:
         server.close()
+
+
+async def test_a_cookie_one_answer_sets_is_never_sent_with_another_call():
+    # One client calls every client's provider accounts on the same hosts: what one account's
+    # answer sets must not ride along with another's calls.
+    cookie_headers: list[bytes | None] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            lines = head.split(b"\r\n")
+            cookie = [line for line in lines if line.lower().startswith(b"cookie:")]
+            cookie_headers.append(cookie[0] if cookie else None)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Set-Cookie: session=account-a; Path=/\r\nContent-Length: 2\r\n\r\n{}"
+            )
+            await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/x"
+    try:
+        async with provider_http(settings()) as http:
+            first = await http.get(url)
+            assert first.headers["set-cookie"].startswith("session=")
+            await http.get(url)
+            assert not http.cookies
+        assert cookie_headers == [None, None]
+    finally:
+        server.close()
