@@ -70,7 +70,7 @@ class _NoCookies(httpx.Cookies):
 
 
 class ProviderHttp(httpx.AsyncClient):
-    """httpx's client without its cookie store.
+    """httpx's client without its cookie store (and its transport's aiohttp session has none).
 
     One client calls every client's provider accounts: a cookie one account's answer set (a
     load balancer's, a session's) would go out with another's calls to the same host. The
@@ -95,7 +95,13 @@ class ProviderTransport(AiohttpTransport):
     """
 
     def get_client(self) -> aiohttp.ClientSession:
-        session = super().get_client()
+        connector = aiohttp.TCPConnector(
+            limit=self.limits.max_connections or 0,
+            keepalive_timeout=self.limits.keepalive_expiry,
+            ssl=self.ssl_context,
+        )
+        # No cookie store here either (see ProviderHttp).
+        session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
         # aiohttp sends a GET again, unasked, when a reused connection drops before the answer.
         # A call is made once: the queue's retry policy (its delays, its attempts) is the one
         # retry, and a rate-limited account's token pays for one call, not two.
