@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import httpx
 
 from bench.common import (
     HANDOFF_DB,
@@ -331,10 +330,16 @@ class DrainHttpFigures:
 
 @contextlib.asynccontextmanager
 async def drain_http_setup() -> AsyncIterator[DrainHttpSetup]:
-    """The local provider, one HTTP client calling it, and the systems' databases."""
+    """The local provider, one HTTP client calling it, and the systems' databases.
+
+    Every system calls through the client the app's provider calls go through
+    (`app.runtime.provider_http`), so the row measures each queue around the call a real
+    handler makes."""
+    from app.runtime import provider_http
+    from app.settings import Settings as AppSettings
     from bench.http import provider
 
-    async with provider() as url, httpx.AsyncClient() as client:
+    async with provider() as url, provider_http(AppSettings(_env_file=None)) as client:
 
         async def call() -> None:
             response = await client.post(url, json={"channel": "sms"})
