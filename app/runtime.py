@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from http.cookiejar import Cookie, CookieJar
 
 import aiohttp
 import httpx
@@ -62,11 +63,20 @@ def provider_http(settings: Settings) -> httpx.AsyncClient:
     return ProviderHttp(timeout=timeout, transport=ProviderTransport(limits=HTTP_LIMITS))
 
 
+class _KeepNothing(CookieJar):
+    def set_cookie(self, cookie: Cookie) -> None:
+        return None
+
+
 class _NoCookies(httpx.Cookies):
-    """A cookie store that keeps nothing."""
+    """A cookie store that keeps nothing, however it is given one (one instance serves every
+    client, so it must never hold anything)."""
+
+    def __init__(self) -> None:
+        super().__init__(_KeepNothing())
 
     def extract_cookies(self, response: httpx.Response) -> None:
-        return None
+        return None  # nothing would be kept: skip parsing the answer's Set-Cookie
 
 
 class ProviderHttp(httpx.AsyncClient):

@@ -81,6 +81,11 @@ async def test_a_cookie_one_answer_sets_is_never_sent_with_another_call():
             assert first.headers["set-cookie"].startswith("session=")
             await http.get(url)
             assert not http.cookies
+            # Nor does the store keep one set by hand: it is shared by every provider client.
+            http.cookies.set("session", "by-hand")
+            http.cookies.update({"other": "by-hand"})
+            assert not http.cookies
+            assert not provider_http(settings()).cookies
         assert cookie_headers == [None, None]
     finally:
         server.close()
